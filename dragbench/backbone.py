@@ -1,0 +1,233 @@
+"""Getting a Stable-Diffusion-shaped backbone: real weights via diffusers, or a tiny seeded one built offline.
+
+Both paths return the same `Backbone` object, so methods and metrics never branch on which one they got.
+The tiny models keep SD-1.5's block topology with small widths (the same configuration as the official-ref
+tiny pipeline in ../shared/data/official-ref), so "UNet block 3", "attention layer 10" and DIFT's
+"up_ft_index 1" mean exactly what they mean on the real models.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from dragbench.tokenizer_offline import build_offline_tokenizer
+
+log = logging.getLogger(__name__)
+
+# SPEC §2: DDIM with SD's training betas; clip_sample / set_alpha_to_one off, steps_offset 1.
+DDIM_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+# SD-1.5 topology, small widths (official-ref README, "The tiny model").
+TINY_UNET_CONFIG = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(32, 32, 64, 64),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=8,
+)
+TINY_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(16, 32, 32, 32),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=128,
+    scaling_factor=0.18215,
+)
+TINY_TEXT_CONFIG = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_attention_heads=4,
+    num_hidden_layers=5,
+    vocab_size=1000,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Real weights were asked for but are not available; the message says what and how to get them."""
+
+
+@dataclass(eq=False)
+class Backbone:
+    """The components of a latent diffusion model, on one device and dtype.
+
+    Attributes:
+        unet, vae, text_encoder, tokenizer, scheduler: the diffusers / transformers objects.
+        device: torch device the models live on.
+        dtype: their floating-point dtype.
+        weights: "real" (pretrained), "random" (tiny, seeded init) or another label (e.g. "toy").
+        name: where the weights came from (hub id, folder, or "tiny").
+    """
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
+    device: torch.device
+    dtype: torch.dtype
+    weights: str
+    name: str
+
+    @property
+    def latent_scale(self) -> float:
+        """VAE latent scaling factor, read from the VAE config (0.18215 for SD-1.5)."""
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell (8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str | list[str]) -> torch.Tensor:
+        """Token ids padded to the tokenizer's max length -> text encoder `last_hidden_state` (B, 77, D).
+
+        No attention mask, as SD and the official DragDiffusion code do.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def fresh_scheduler(self) -> DDIMScheduler:
+        """A new DDIM scheduler with this backbone's config (schedulers hold per-run state)."""
+        return DDIMScheduler.from_config(self.scheduler.config)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be one of float32|float16|bfloat16, got {dtype!r}") from None
+
+
+def _finish(parts: dict, device: torch.device, dtype: torch.dtype, weights: str, name: str) -> Backbone:
+    for key in ("unet", "vae", "text_encoder"):
+        parts[key].to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return Backbone(**parts, device=device, dtype=dtype, weights=weights, name=name)
+
+
+def build_tiny_components(seed: int = 0) -> dict:
+    """The tiny SD-1.5-shaped components on CPU in fp32 (seed re-set before each model, diffusers-style)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**TINY_VAE_CONFIG)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
+    return dict(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=build_offline_tokenizer(),
+        scheduler=DDIMScheduler(**DDIM_CONFIG),
+    )
+
+
+@functools.cache
+def build_tiny(seed: int = 0, device: str = "cpu", dtype: str = "float32") -> Backbone:
+    """A tiny, randomly initialised SD-shaped backbone; no file or network access. Memoised per process.
+
+    Args:
+        seed: torch seed set before building each model.
+        device: "cpu", "cuda", "auto".
+        dtype: "float32" | "float16" | "bfloat16".
+    """
+    return _finish(build_tiny_components(seed), resolve_device(device), resolve_dtype(dtype), "random", "tiny")
+
+
+def _missing_weights_message(pretrained: str, local_files_only: bool, err: Exception) -> str:
+    where = "a local diffusers pipeline folder" if Path(pretrained).exists() else "the Hugging Face cache"
+    how = (
+        f"download it once with `huggingface-cli download {pretrained}` (or point model.pretrained at a "
+        "local pipeline folder)"
+        if not Path(pretrained).exists()
+        else "check that the folder holds model_index.json and the unet/vae/text_encoder/tokenizer subfolders"
+    )
+    offline = " (local_files_only=true: no download attempted)" if local_files_only else ""
+    return f"weights for {pretrained!r} not found in {where}{offline}: {how}. Cause: {type(err).__name__}"
+
+
+@functools.cache
+def load_pretrained(
+    pretrained: str,
+    local_files_only: bool = False,
+    device: str = "auto",
+    dtype: str = "float32",
+    weights: str = "real",
+    revision: str | None = None,
+) -> Backbone:
+    """Load SD components with diffusers `from_pretrained` from a hub id or a local pipeline folder.
+
+    Memoised per process, so every job a process runs reuses the models.
+
+    Args:
+        pretrained: hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-v1-5") or local pipeline folder.
+        local_files_only: never touch the network.
+        device: "cpu", "cuda", "auto".
+        dtype: "float32" | "float16" | "bfloat16".
+        weights: label written to every result ("real", or e.g. "toy" for the toy-world model).
+        revision: optional hub revision.
+
+    Raises:
+        MissingWeightsError: the weights are not there; one line saying what and how to get them.
+    """
+    common = dict(local_files_only=local_files_only, revision=revision)
+    try:
+        parts = dict(
+            unet=UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", **common),
+            vae=AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **common),
+            text_encoder=CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **common),
+            tokenizer=CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **common),
+        )
+    except (OSError, ValueError) as err:  # diffusers/transformers raise OSError (or EnvironmentError) here
+        raise MissingWeightsError(_missing_weights_message(pretrained, local_files_only, err)) from None
+    # SPEC §2: the harness always uses its own DDIM configuration, as the official code does.
+    parts["scheduler"] = DDIMScheduler(**DDIM_CONFIG)
+    log.info("Loaded backbone %s", pretrained)
+    return _finish(parts, resolve_device(device), resolve_dtype(dtype), weights, str(pretrained))
