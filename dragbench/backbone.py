@@ -178,7 +178,8 @@ def build_tiny(seed: int = 0, device: str = "cpu", dtype: str = "float32") -> Ba
         device: "cpu", "cuda", "auto".
         dtype: "float32" | "float16" | "bfloat16".
     """
-    return _finish(build_tiny_components(seed), resolve_device(device), resolve_dtype(dtype), "random", "tiny")
+    parts = build_tiny_components(seed)
+    return _finish(parts, resolve_device(device), resolve_dtype(dtype), weights="random", name="tiny")
 
 
 def _missing_weights_message(pretrained: str, local_files_only: bool, err: Exception) -> str:
