@@ -1,0 +1,140 @@
+"""`python -m dragbench`: validate, summarise, visualise and synthesise DragBench-layout folders (SPEC §1).
+
+Subcommands: `validate ROOT`, `stats ROOT`, `show SAMPLE_DIR --out FILE.png`,
+`synth OUT --n N --size S --seed K`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from dragbench.bench_io import find_sample_dirs, load_sample
+from dragbench.sample import DragSample, InvalidSampleError
+from dragbench.synth import write_synthetic_bench
+from dragbench.visualize import draw_drag
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _reason(err: InvalidSampleError) -> str:
+    return getattr(err, "reason", str(err))
+
+
+def _load_all(root: Path) -> tuple[list[DragSample], list[tuple[str, str]]]:
+    """Load every sample folder under root; returns (valid samples, [(sample_id, reason)] of invalid ones)."""
+    samples, bad = [], []
+    for sample_dir in find_sample_dirs(root):
+        try:
+            samples.append(load_sample(sample_dir))
+        except InvalidSampleError as err:
+            bad.append((f"{sample_dir.parent.name}/{sample_dir.name}", _reason(err)))
+    return samples, bad
+
+
+def bench_stats(samples: Sequence[DragSample]) -> dict:
+    """Counts per category (samples, pairs, empty masks), image sizes "WxH" and totals."""
+    per_category: dict[str, Counter] = {}
+    for s in samples:
+        c = per_category.setdefault(s.category, Counter())
+        c["samples"] += 1
+        c["pairs"] += s.n_pairs
+        c["empty_masks"] += int(not s.mask.any())
+    return {
+        "per_category": {k: dict(per_category[k]) for k in sorted(per_category)},
+        "sizes": Counter(f"{s.width}x{s.height}" for s in samples),
+        "samples": len(samples),
+        "pairs": sum(s.n_pairs for s in samples),
+        "empty_masks": sum(int(not s.mask.any()) for s in samples),
+    }
+
+
+def format_stats(stats: dict) -> list[str]:
+    """Text lines of :func:`bench_stats`; the last line is exactly `total: N samples, M pairs`."""
+    width = max([len("category"), *map(len, stats["per_category"])])
+    lines = [f"{'category':<{width}}  samples  pairs  empty_masks"]
+    for name, c in stats["per_category"].items():
+        lines.append(f"{name:<{width}}  {c['samples']:>7}  {c['pairs']:>5}  {c.get('empty_masks', 0):>11}")
+    sizes = ", ".join(f"{size} ({n})" for size, n in stats["sizes"].most_common())
+    lines.append(f"image sizes (WxH): {sizes or '-'}")
+    lines.append(f"empty masks: {stats['empty_masks']}")
+    lines.append(f"total: {stats['samples']} samples, {stats['pairs']} pairs")
+    return lines
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    samples, bad = _load_all(args.root)
+    for sample_id, reason in bad:
+        print(f"{sample_id}: {reason}")
+    if bad:
+        print(f"{len(bad)} of {len(samples) + len(bad)} samples invalid", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"all {len(samples)} samples valid ({sum(s.n_pairs for s in samples)} pairs)")
+    return EXIT_OK
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    samples, bad = _load_all(args.root)
+    for sample_id, reason in bad:
+        print(f"skipped {sample_id}: {reason}", file=sys.stderr)
+    for line in format_stats(bench_stats(samples)):
+        print(line)
+    return EXIT_INVALID if bad else EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    try:
+        sample = load_sample(args.sample_dir)
+    except InvalidSampleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(draw_drag(sample.image, sample.mask, sample.handles, sample.targets)).save(args.out)
+    print(f"wrote {args.out} ({sample.sample_id}, {sample.n_pairs} pairs)")
+    return EXIT_OK
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    dirs = write_synthetic_bench(args.out, n=args.n, size=args.size, seed=args.seed)
+    print(f"wrote {len(dirs)} synthetic samples to {args.out}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `python -m dragbench`."""
+    parser = argparse.ArgumentParser(prog="python -m dragbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check every sample; exit 1 and one line per invalid sample")
+    p.add_argument("root", type=Path, help="bench root: <root>/<category>/<name>/")
+    p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("stats", help="samples and pairs per category, image sizes, empty masks")
+    p.add_argument("root", type=Path, help="bench root: <root>/<category>/<name>/")
+    p.set_defaults(func=_cmd_stats)
+    p = sub.add_parser("show", help="draw a sample's mask and drags to a PNG")
+    p.add_argument("sample_dir", type=Path, help="a sample folder <root>/<category>/<name>/")
+    p.add_argument("--out", type=Path, required=True, help="output PNG")
+    p.set_defaults(func=_cmd_show)
+    p = sub.add_parser("synth", help="write a synthetic bench in the official layout")
+    p.add_argument("out", type=Path, help="bench root to write")
+    p.add_argument("--n", type=int, default=10, help="number of samples (default 10)")
+    p.add_argument("--size", type=int, default=64, help="image width in pixels (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.set_defaults(func=_cmd_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 invalid samples, 2 unusable arguments)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
