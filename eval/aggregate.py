@@ -1,0 +1,115 @@
+"""Bench-level MD / IF with seeded bootstrap confidence intervals (SPEC §3: MD averages all pairs).
+
+MD = mean over every pair of every `ok` sample (a 3-pair sample weighs 3×); IF = mean over `ok` samples.
+CIs resample samples (not pairs) with replacement; a draw's MD is the mean of all pairs of the drawn samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+STATUSES = ("ok", "failed", "skipped", "unsupported")
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int, seed: int, ci: float) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of `values` (resampled with replacement)."""
+    return ratio_bootstrap_ci(values, np.ones_like(values, dtype=np.float64), n_boot, seed, ci)
+
+
+def ratio_bootstrap_ci(
+    sums: np.ndarray, counts: np.ndarray, n_boot: int, seed: int, ci: float
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of sum(sums) / sum(counts) over units drawn with replacement.
+
+    Args:
+        sums: (n,) per-unit total (e.g. a sample's summed pair distances).
+        counts: (n,) per-unit count (e.g. its number of pairs).
+        n_boot: bootstrap draws.
+        seed: numpy Generator seed (same seed -> identical CI).
+        ci: coverage, e.g. 0.95.
+
+    Returns:
+        (lo, hi); (nan, nan) when there are no units.
+    """
+    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+    if len(sums) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(sums), size=(n_boot, len(sums)))  # (n_boot, n) drawn unit indices
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stats = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)  # (n_boot,)
+    alpha = (1.0 - ci) / 2.0
+    lo, hi = np.nanquantile(stats, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def _summarize_ok(ok: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
+    ok_pairs = pairs[pairs["sample_id"].isin(ok["sample_id"])]
+    per_sample = ok_pairs.groupby("sample_id")["distance"].agg(["sum", "count"])
+    per_sample = per_sample.reindex(ok["sample_id"], fill_value=0)  # (n_ok, 2), ok-sample order
+    fid = ok["image_fidelity"].to_numpy(np.float64)
+    n_pairs = int(per_sample["count"].sum())
+    return dict(
+        mean_distance=float(ok_pairs["distance"].mean()) if n_pairs else float("nan"),
+        mean_distance_ci=list(ratio_bootstrap_ci(per_sample["sum"], per_sample["count"], n_boot, seed, ci)),
+        image_fidelity=float(fid.mean()) if len(fid) else float("nan"),
+        image_fidelity_ci=list(bootstrap_ci(fid, n_boot, seed, ci)),
+        n_samples=len(ok),
+        n_pairs=n_pairs,
+    )
+
+
+def _summarize_group(samples: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
+    out = _summarize_ok(samples[samples["status"] == "ok"], pairs, n_boot, seed, ci)
+    for status in STATUSES[1:]:
+        out[f"n_{status}"] = int((samples["status"] == status).sum())
+    return out
+
+
+def summarize(
+    samples: pd.DataFrame,
+    pairs: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 42,
+    ci: float = 0.95,
+) -> dict:
+    """Bench MD / IF with bootstrap CIs, overall and per category.
+
+    Args:
+        samples: one row per sample: sample_id, category, status ("ok"|"failed"|"skipped"|"unsupported"),
+            image_fidelity (NaN allowed for non-ok rows).
+        pairs: one row per handle→target pair: sample_id, category, distance. Pairs of non-ok samples are
+            ignored.
+        n_boot: bootstrap draws.
+        seed: bootstrap seed (each group uses a fresh generator with this seed, so results do not depend on
+            the order of categories).
+        ci: CI coverage.
+
+    Returns:
+        dict with mean_distance, mean_distance_ci [lo, hi], image_fidelity, image_fidelity_ci, n_samples,
+        n_pairs, n_failed, n_skipped, n_unsupported and per_category {category: same keys}.
+
+    Raises:
+        ValueError: missing columns, duplicate sample ids or an unknown status.
+    """
+    _check_columns(samples, ("sample_id", "category", "status", "image_fidelity"), "samples")
+    _check_columns(pairs, ("sample_id", "category", "distance"), "pairs")
+    bad = sorted(set(samples["status"]) - set(STATUSES))
+    if bad:
+        raise ValueError(f"unknown status values {bad}; expected one of {', '.join(STATUSES)}")
+    if samples["sample_id"].duplicated().any():
+        dup = samples.loc[samples["sample_id"].duplicated(), "sample_id"].tolist()
+        raise ValueError(f"duplicate sample_id rows in samples: {dup[:5]}")
+    out = _summarize_group(samples, pairs, n_boot, seed, ci)
+    out["per_category"] = {
+        str(cat): _summarize_group(group, pairs, n_boot, seed, ci)
+        for cat, group in samples.groupby("category", sort=True)
+    }
+    return out
+
+
+def _check_columns(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} table lacks columns {missing}; has {list(df.columns)}")
