@@ -96,7 +96,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(draw_drag(sample.image, sample.mask, sample.handles, sample.targets)).save(args.out)
-    print(f"wrote {args.out} ({sample.sample_id}, {sample.n_pairs} pairs)")
+    print(f"wrote {args.out} ({sample.sample_id}, {sample.n_pairs} pair{'s' if sample.n_pairs != 1 else ''})")
     return EXIT_OK
 
 
