@@ -1,0 +1,168 @@
+"""Figures from result files only: the Fig. 7 ablation panels (SPEC §4) and a grid of edits.
+
+`python -m experiments.figures SWEEP_DIR... --out DIR` redraws from summary.csv (or the job dirs) without
+recomputing anything. Plot functions take DataFrames and return Figures; no I/O inside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from experiments.results_store import EDITED_IMAGE, EDITS_DIR, RESULTS_CSV  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+MD_COLOR, IF_COLOR = "tab:red", "tab:blue"
+NOT_COMPARABLE = "random/tiny weights — not comparable"
+FIG7_KNOBS = ("method.inversion_step", "method.lora_steps", "method.unet_block")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One Fig. 7 panel: the knob column, its axis label and the paper default marked on it (SPEC §2)."""
+
+    knob: str
+    label: str
+    default: float
+
+
+FIG7_PANELS = (
+    Panel("inversion_step", "DDIM inversion step t (of 50)", 35),  # SPEC §2: t = 35
+    Panel("lora_steps", "LoRA fine-tuning steps", 80),  # SPEC §2: 80 steps
+    Panel("unet_block", "UNet decoder block (1-based)", 3),  # SPEC §2: up_blocks[2]
+)
+
+
+def panel_rows(summary: pd.DataFrame, panel: Panel) -> pd.DataFrame:
+    """Rows of one panel: jobs whose *other* Fig. 7 knobs sit at their defaults, sorted by the knob.
+
+    This is how the union sweep (experiment=fig7) splits into three panels; the shared default point
+    appears in every panel.
+    """
+    rows = summary[summary[panel.knob].notna()] if panel.knob in summary else summary.iloc[0:0]
+    for other in FIG7_PANELS:
+        if other.knob != panel.knob and other.knob in rows:
+            rows = rows[rows[other.knob].isna() | (rows[other.knob] == other.default)]
+    return rows.sort_values(panel.knob)
+
+
+def _panels(summary: pd.DataFrame) -> list[tuple[Panel, pd.DataFrame]]:
+    panels = [(p, panel_rows(summary, p)) for p in FIG7_PANELS]
+    return [(p, rows) for p, rows in panels if rows[p.knob].nunique() > 1]
+
+
+def _draw_panel(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:
+    ax_if = ax.twinx()
+    for axis, name, color, label in ((ax, "mean_distance", MD_COLOR, "MD (↓)"),
+                                     (ax_if, "image_fidelity", IF_COLOR, "IF (↑)")):
+        y = rows[name].to_numpy(dtype=float)
+        axis.plot(x, y, "o-", color=color, label=label)
+        low, high = f"{name}_ci_low", f"{name}_ci_high"
+        if low in rows and high in rows:
+            axis.fill_between(x, rows[low].to_numpy(dtype=float), rows[high].to_numpy(dtype=float),
+                              color=color, alpha=0.2, linewidth=0)
+        axis.set_ylabel(label, color=color)
+        axis.tick_params(axis="y", colors=color)
+    if default is not None:
+        ax.axvline(default, color="gray", linestyle="--", linewidth=1)
+        ax.annotate("default", (default, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                    fontsize=8, color="gray")
+    ax.set_xlabel(xlabel)
+
+
+def plot_fig7(summary: pd.DataFrame) -> Figure:
+    """MD (↓, left axis) and IF (↑, right axis) against each swept Fig. 7 knob, with 95 % CI bands.
+
+    Args:
+        summary: one row per job with columns mean_distance, image_fidelity, their `_ci_low`/`_ci_high`,
+            `weights`, and any of inversion_step / lora_steps / unet_block (see sweep_callback).
+
+    Returns:
+        One panel per knob that varies (like the paper's Fig. 7); when none varies, one panel of MD/IF per
+        job. The title says "random/tiny weights — not comparable" unless every job used real weights.
+    """
+    panels = _panels(summary)
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False, layout="constrained")
+    if panels:
+        for ax, (panel, rows) in zip(axes[0], panels, strict=True):
+            _draw_panel(ax, rows[panel.knob].to_numpy(dtype=float), rows, panel.label, panel.default)
+    else:
+        _draw_panel(axes[0][0], np.arange(len(summary), dtype=float), summary, "job", None)
+    weights = set(summary["weights"].dropna().astype(str)) if "weights" in summary else set()
+    title = "MD (↓) and IF (↑)" + ("" if weights <= {"real"} else f"  [{NOT_COMPARABLE}]")
+    fig.suptitle(title, fontsize=10, color="black" if weights <= {"real"} else "darkred")
+    return fig
+
+
+def plot_edit_grid(job_dirs: list[Path], max_samples: int = 4) -> Figure:
+    """Edited images (rows = jobs, columns = the first samples) read from each job's edits/ folder."""
+    tables = [pd.read_csv(Path(d) / RESULTS_CSV) for d in job_dirs]
+    ids = sorted({s for t in tables for s in t.loc[t["status"] == "ok", "sample_id"]})[:max_samples]
+    n_rows, n_cols = max(1, len(job_dirs)), max(1, len(ids))
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(1.8 * n_cols, 1.8 * n_rows),
+                             layout="constrained")
+    for r, job_dir in enumerate(job_dirs):
+        for c, sample_id in enumerate(ids):
+            path = Path(job_dir) / EDITS_DIR / sample_id / EDITED_IMAGE
+            if path.exists():
+                axes[r][c].imshow(np.asarray(Image.open(path)))
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+            if r == 0:
+                axes[r][c].set_title(sample_id, fontsize=7)
+        axes[r][0].set_ylabel(Path(job_dir).name, fontsize=7)
+    return fig
+
+
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
+    """Save as <stem>.png and <stem>.pdf; returns both paths and closes the figure."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def load_summaries(sweep_dirs: list[str | Path]) -> pd.DataFrame:
+    """Concatenate the summary.csv of each sweep dir (rebuilt from its job dirs when missing)."""
+    from experiments.sweep_callback import SUMMARY_CSV, collect_sweep
+
+    frames = []
+    for sweep_dir in map(Path, sweep_dirs):
+        path = sweep_dir / SUMMARY_CSV
+        frame = pd.read_csv(path) if path.exists() else collect_sweep(sweep_dir, list(FIG7_KNOBS))
+        frames.append(frame.assign(sweep=str(sweep_dir)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: `python -m experiments.figures SWEEP_DIR... --out DIR` -> DIR/fig7.png, DIR/fig7.pdf."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dirs", nargs="+", type=Path,
+                        help="multirun dirs (with summary.csv or job dirs)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for fig7.png / fig7.pdf")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.sweep_dirs if not d.is_dir()]
+    if missing:
+        parser.error(f"not a directory: {', '.join(map(str, missing))}")
+    for path in save_figure(plot_fig7(load_summaries(args.sweep_dirs)), args.out / "fig7"):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

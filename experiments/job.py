@@ -1,0 +1,219 @@
+"""One job = edit and score every sample of a dataset with one method, writing results as it goes.
+
+DESIGN.md "The data flow of one job". Takes built objects (no Hydra here), so tests call it directly.
+A failing sample becomes a `status=failed` row (traceback in the job log) and the job goes on; samples
+already finished in the job dir are skipped (STYLE.md "Errors, results, cache").
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dragbench.sample import DragSample
+from eval.aggregate import summarize
+from experiments.results_store import METRICS_JSON, ResultsStore
+from methods.base import DragMethod, EditResult
+
+log = logging.getLogger(__name__)
+
+STAGE_PREFIX = "time/"  # EditResult.info keys "time/<stage>" become results.csv columns "seconds_<stage>"
+MB = 2**20
+
+
+class JobLogger(Protocol):
+    """What the job tells an experiment tracker (experiments/wandb_logger.py implements it)."""
+
+    def log_sample(self, sample: DragSample, result: EditResult | None, row: dict) -> None: ...
+
+    def log_summary(self, metrics: dict) -> None: ...
+
+
+@dataclass
+class SampleOutcome:
+    """One processed sample: its results.csv row, pairs.csv rows and edited image (None unless ok)."""
+
+    row: dict[str, Any]
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    result: EditResult | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; called before every sample so order and resuming don't matter."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def method_weights(method: DragMethod) -> str:
+    """Weights label of a method: its `weights` attribute, else its backbone's, else "none"."""
+    label = getattr(method, "weights", None)
+    if label is None:
+        label = getattr(getattr(method, "backbone", None), "weights", None)
+    return str(label) if label is not None else "none"
+
+
+def combined_weights(*labels: str) -> str:
+    """"real" when every model involved has real weights (or there is none); else the other labels."""
+    other = sorted({label for label in labels if label not in ("real", "none")})
+    return "+".join(other) if other else "real"
+
+
+def check_result(sample: DragSample, result: EditResult) -> None:
+    """Raise ValueError unless `result` is a well-formed EditResult for `sample`."""
+    if result.status not in ("ok", "unsupported"):
+        raise ValueError(f"EditResult.status must be 'ok' or 'unsupported', got {result.status!r}")
+    if result.status == "unsupported":
+        return
+    image = np.asarray(result.image)
+    if image.dtype != np.uint8 or image.shape != sample.image.shape:
+        raise ValueError(
+            f"edited image must be uint8 {sample.image.shape}, got {image.dtype} {image.shape}"
+        )
+    if result.handles is not None and np.shape(result.handles) != np.shape(sample.handles):
+        raise ValueError(f"final handles must be {np.shape(sample.handles)}, got {np.shape(result.handles)}")
+
+
+def _peak_mem_mb(info: dict, device_type: str) -> float:
+    if "peak_mem_mb" in info:
+        return float(info["peak_mem_mb"])
+    if device_type == "cuda":
+        return torch.cuda.max_memory_allocated() / MB
+    # CPU: the process's peak resident set so far (ru_maxrss is KiB on Linux, bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
+
+
+def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]:
+    final = result.handles if result.handles is not None else np.full_like(sample.handles, np.nan)
+    return [
+        {
+            "sample_id": sample.sample_id, "category": sample.category, "pair": k,
+            "handle_x": sample.handles[k, 0], "handle_y": sample.handles[k, 1],
+            "target_x": sample.targets[k, 0], "target_y": sample.targets[k, 1],
+            "final_x": final[k, 0], "final_y": final[k, 1],
+            "matched_x": score.matched_xy[k, 0], "matched_y": score.matched_xy[k, 1],
+            "distance": score.distances[k],
+        }
+        for k in range(sample.n_pairs)
+    ]
+
+
+def process_sample(
+    sample: DragSample, method: DragMethod, evaluator: Any, seed: int, device_type: str = "cpu"
+) -> SampleOutcome:
+    """Edit and score one sample; any exception becomes a failed row (never propagates).
+
+    Args:
+        sample: the sample.
+        method: anything with `edit(sample) -> EditResult`.
+        evaluator: `eval.Evaluator` (`score(sample, edited_image) -> SampleScore`).
+        seed: set before the edit (SPEC §2: seed 42 before every sample).
+        device_type: "cuda" to measure peak GPU memory, else process peak RSS is recorded.
+
+    Returns:
+        The sample's outcome; `row["status"]` is ok | failed | skipped | unsupported.
+    """
+    row: dict[str, Any] = {"sample_id": sample.sample_id, "category": sample.category, "status": "ok",
+                           "error": "", "n_pairs": sample.n_pairs}
+    if sample.n_pairs == 0:
+        return SampleOutcome({**row, "status": "skipped", "error": "no handle/target pairs", "seconds": 0.0})
+    seed_everything(seed)
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        result = method.edit(sample)
+        check_result(sample, result)
+        edit_done = time.perf_counter()
+        row.update({f"seconds_{k[len(STAGE_PREFIX):]}": v for k, v in result.info.items()
+                    if k.startswith(STAGE_PREFIX)})
+        row.update(iterations=result.info.get("iterations"),
+                   peak_mem_mb=_peak_mem_mb(result.info, device_type))
+        if result.status == "unsupported":
+            row.update(status="unsupported", error=str(result.info.get("reason", "")),
+                       seconds=edit_done - start)
+            return SampleOutcome(row, result=None)
+        score = evaluator.score(sample, result.image)
+        if not (np.isfinite(score.mean_distance) and np.isfinite(score.image_fidelity)):
+            raise FloatingPointError(f"non-finite score: MD={score.mean_distance}, IF={score.image_fidelity}")
+        row.update(mean_distance=float(score.mean_distance), image_fidelity=float(score.image_fidelity),
+                   seconds=time.perf_counter() - start, seconds_edit=edit_done - start,
+                   seconds_eval=time.perf_counter() - edit_done)
+        return SampleOutcome(row, _pair_rows(sample, result, score), result)
+    except Exception as err:  # a bad sample must not stop the job: record it and go on (STYLE.md)
+        log.exception("Sample %s failed", sample.sample_id)
+        if device_type == "cuda":
+            torch.cuda.empty_cache()
+        row.update(status="failed", error=f"{type(err).__name__}: {err}", seconds=time.perf_counter() - start)
+        return SampleOutcome(row)
+
+
+def run_job(
+    samples: list[DragSample],
+    method: DragMethod,
+    evaluator: Any,
+    store: ResultsStore,
+    logger: JobLogger | None = None,
+    *,
+    seed: int = 42,
+    run_info: dict[str, Any] | None = None,
+    n_boot: int = 1000,
+    boot_seed: int = 42,
+    progress: bool = True,
+    device_type: str = "cpu",
+) -> dict[str, Any]:
+    """Edit, score and record every sample not yet finished in `store`, then write metrics.json.
+
+    Args:
+        samples: the dataset.
+        method: the editing method.
+        evaluator: `eval.Evaluator`, with `.weights` and `.metric_version`.
+        store: the job dir; finished samples in it are skipped.
+        logger: optional tracker (W&B), told about every sample and the summary.
+        seed: seeded before every sample.
+        run_info: constant columns added to every row and to metrics.json (provenance, overrides, ...).
+        n_boot: bootstrap resamples for the CIs (eval.aggregate.summarize).
+        boot_seed: seed of the bootstrap.
+        progress: show a tqdm bar (off inside multiruns).
+        device_type: "cuda" or "cpu" (how peak memory is measured).
+
+    Returns:
+        The metrics dict also written to metrics.json.
+    """
+    weights = {"method_weights": method_weights(method), "eval_weights": str(evaluator.weights)}
+    weights["weights"] = combined_weights(weights["method_weights"], weights["eval_weights"])
+    constant = {"seed": seed, **weights, "metric_version": evaluator.metric_version, **(run_info or {})}
+    row_constant = {k: v for k, v in constant.items() if not isinstance(v, (dict, list))}
+    done = store.finished_ids
+    todo = [s for s in samples if s.sample_id not in done]
+    log.info("%d samples: %d already finished in %s, %d to run", len(samples), len(samples) - len(todo),
+             store.root, len(todo))
+    for sample in tqdm(todo, desc="samples", disable=not progress, dynamic_ncols=True):
+        outcome = process_sample(sample, method, evaluator, seed, device_type)
+        outcome.row.update(row_constant, finished_at=time.time())
+        image = outcome.result.image if outcome.result is not None else None
+        store.write_sample(outcome.row, outcome.pairs, image)
+        log.info("%s: %s MD=%s IF=%s (%.1f s)", sample.sample_id, outcome.row["status"],
+                 outcome.row.get("mean_distance"), outcome.row.get("image_fidelity"), outcome.row["seconds"])
+        if logger is not None:
+            logger.log_sample(sample, outcome.result, outcome.row)
+    ids = {s.sample_id for s in samples}  # aggregate over this dataset only
+    results, pairs = store.results(), store.pairs()
+    results, pairs = results[results["sample_id"].isin(ids)], pairs[pairs["sample_id"].isin(ids)]
+    metrics = {**summarize(results, pairs, n_boot=n_boot, seed=boot_seed), **constant}
+    store.write_json(METRICS_JSON, metrics)
+    log.info("MD %.3f  IF %.4f  (%d samples, %d failed) -> %s", metrics["mean_distance"],
+             metrics["image_fidelity"], metrics["n_samples"], metrics["n_failed"], store.root / METRICS_JSON)
+    if logger is not None:
+        logger.log_summary(metrics)
+    return metrics

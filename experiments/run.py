@@ -1,0 +1,94 @@
+"""`python -m experiments.run [overrides]`: one job (or a sweep with -m) over conf/config.yaml.
+
+compose -> instantiate dataset, method, evaluator, store, logger -> experiments.job.run_job -> metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from dragbench.backbone import MissingWeightsError, resolve_device
+from experiments import CONF_DIR, REPO_ROOT, provenance
+from experiments.job import run_job
+
+log = logging.getLogger(__name__)
+
+RESOLVED_CONFIG = "config_resolved.yaml"
+
+
+def instantiate(node: DictConfig) -> Any:
+    """hydra.utils.instantiate with plain-python containers, logging "Instantiating <target>"."""
+    log.info("Instantiating <%s>", node._target_)
+    return hydra.utils.instantiate(node, _convert_="all")
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The job's config with every interpolation resolved, without Hydra's own node."""
+    keys = [key for key in cfg if key != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+
+
+def job_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Overrides, run name and sweep group of this job (empty/None outside a Hydra app, e.g. in tests)."""
+    if not HydraConfig.initialized():
+        return {"overrides": [], "name": cfg.get("task_name", "run"), "group": None, "multirun": False}
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return {
+        "overrides": list(hydra_cfg.overrides.task),
+        "name": hydra_cfg.job.override_dirname or cfg.task_name,
+        "group": f"{cfg.task_name}/{Path(hydra_cfg.sweep.dir).name}" if multirun else None,
+        "multirun": multirun,
+    }
+
+
+def run_from_config(cfg: DictConfig) -> dict[str, Any]:
+    """Build every object from `cfg` and run the job; the testable body of `main`.
+
+    Raises:
+        MissingWeightsError: real weights were asked for and are absent (one-line message).
+    """
+    store = instantiate(cfg.store)
+    config = resolved_config(cfg)
+    store.write_text(RESOLVED_CONFIG, OmegaConf.to_yaml(config))
+    ident = job_identity(cfg)
+    device = resolve_device(cfg.device)
+    samples = instantiate(cfg.dataset)
+    method = instantiate(cfg.method)
+    evaluator = instantiate(cfg.eval)
+    run_info = {**provenance.collect(REPO_ROOT, device), "overrides": ident["overrides"], "config": config}
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    job_type = cfg.method._target_.rsplit(".", 1)[-1]
+    session = logger.session(run_dir=store.root, name=ident["name"], group=ident["group"], job_type=job_type,
+                             tags=list(cfg.tags), config=config) if logger else contextlib.nullcontext()
+    with session:
+        return run_job(samples, method, evaluator, store, logger, seed=cfg.seed, run_info=run_info,
+                       n_boot=cfg.aggregate.n_boot, boot_seed=cfg.aggregate.seed,
+                       progress=not ident["multirun"], device_type=device.type)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Run one job; returns Mean Distance (what a sweeper would minimise)."""
+    log.info("Output dir: %s", cfg.paths.output_dir)
+    try:
+        metrics = run_from_config(cfg)
+    except MissingWeightsError as err:
+        log.error("%s", err)  # one line, no traceback (STYLE.md: fail fast with one message)
+        raise SystemExit(1) from None
+    except Exception:
+        log.exception("Job failed; traceback above is also in the job log under %s", cfg.paths.output_dir)
+        raise
+    return metrics["mean_distance"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""End-of-sweep aggregation: <sweep_dir>/summary.csv (one row per job) and the Fig. 7 figure (SPEC §4).
+
+Registered under `hydra.callbacks` in conf/hydra/default.yaml; `collect_sweep` also works on any sweep dir
+after the fact (experiments.figures uses it when summary.csv is missing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.results_store import METRICS_JSON, RESULTS_CSV, atomic_write_csv
+
+log = logging.getLogger(__name__)
+
+SUMMARY_CSV = "summary.csv"
+FIGURE_STEM = "fig7"
+METRIC_COLUMNS = ("mean_distance", "image_fidelity")
+COUNT_COLUMNS = ("n_samples", "n_pairs", "n_failed", "n_skipped", "n_unsupported")
+LABEL_COLUMNS = ("method_weights", "eval_weights", "weights", "metric_version")
+
+
+def _job_overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return {}
+    overrides = yaml.safe_load(path.read_text()) or []
+    return dict(item.lstrip("+~").split("=", 1) for item in overrides if "=" in item)
+
+
+def _job_knobs(job_dir: Path, knobs: list[str]) -> dict[str, Any]:
+    path = job_dir / "config_resolved.yaml"
+    config = OmegaConf.load(path) if path.exists() else OmegaConf.create()
+    return {knob.rsplit(".", 1)[-1]: OmegaConf.select(config, knob, default=None) for knob in knobs}
+
+
+def _job_row(job_dir: Path, knobs: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"job": job_dir.name, "job_dir": str(job_dir), **_job_knobs(job_dir, knobs)}
+    metrics_path = job_dir / METRICS_JSON
+    if not metrics_path.exists():
+        return {**row, "job_status": "failed"}
+    metrics = json.loads(metrics_path.read_text())
+    row["job_status"] = "ok"
+    row["method"] = str(OmegaConf.select(OmegaConf.create(metrics.get("config", {})), "method._target_"))
+    for name in METRIC_COLUMNS:
+        low, high = metrics.get(f"{name}_ci") or (np.nan, np.nan)
+        row.update({name: metrics.get(name), f"{name}_ci_low": low, f"{name}_ci_high": high})
+    row.update({name: metrics.get(name) for name in COUNT_COLUMNS + LABEL_COLUMNS})
+    return row
+
+
+def collect_sweep(sweep_dir: str | Path, knobs: list[str] | None = None) -> pd.DataFrame:
+    """One row per job dir under `sweep_dir`: swept override values, knob values, MD, IF, CIs, n, weights.
+
+    Args:
+        sweep_dir: a multirun dir (job dirs are its sub-folders holding results.csv or .hydra/).
+        knobs: dotted config keys whose resolved value becomes a column named by the last component
+            (e.g. "method.lora_steps" -> "lora_steps"); missing keys give None.
+
+    Returns:
+        DataFrame sorted by job number; override columns are the keys that differ between jobs.
+    """
+    sweep_dir = Path(sweep_dir)
+    job_dirs = sorted(
+        (d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir() or (d / RESULTS_CSV).exists()),
+        key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name),
+    )
+    rows = [_job_row(d, list(knobs or [])) for d in job_dirs]
+    overrides = [_job_overrides(d) for d in job_dirs]
+    keys = sorted({k for o in overrides for k in o})
+    swept = [k for k in keys if len({o.get(k) for o in overrides}) > 1 or len(overrides) == 1]
+    for row, override in zip(rows, overrides, strict=True):
+        row.update({f"override:{k}": override.get(k) for k in swept})
+    return pd.DataFrame(rows)
+
+
+def write_summary(sweep_dir: str | Path, knobs: list[str] | None = None) -> pd.DataFrame:
+    """collect_sweep + write <sweep_dir>/summary.csv + the figure (<sweep_dir>/fig7.png/.pdf)."""
+    from experiments.figures import plot_fig7, save_figure
+
+    sweep_dir = Path(sweep_dir)
+    summary = collect_sweep(sweep_dir, knobs)
+    atomic_write_csv(sweep_dir / SUMMARY_CSV, summary)
+    paths = save_figure(plot_fig7(summary), sweep_dir / FIGURE_STEM)
+    log.info("Sweep summary: %s (%d jobs); figure: %s", sweep_dir / SUMMARY_CSV, len(summary),
+             ", ".join(map(str, paths)))
+    return summary
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after the last job of a multirun, aggregate all jobs and draw the figure.
+
+    Args:
+        knobs: dotted config keys to report per job (e.g. the three Fig. 7 knobs).
+    """
+
+    def __init__(self, knobs: list[str] | None = None) -> None:
+        self.knobs = list(knobs or [])
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write summary.csv and the figure into the sweep dir."""
+        write_summary(config.hydra.sweep.dir, self.knobs)

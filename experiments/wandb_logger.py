@@ -1,0 +1,114 @@
+"""Weights & Biases tracking: one run per job, offline by default (DESIGN.md "Command line", `logger=wandb`).
+
+Keys use `/` groups (STYLE.md): `md/all`, `md/<category>`, `if/all`, `if/<category>`, `time/<stage>`.
+The per-sample table shows the original with the drag drawn and the edited image with the final points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dragbench.sample import DragSample
+from methods.base import EditResult
+
+log = logging.getLogger(__name__)
+
+# Quiet, account-free offline runs: no console spam, no git/code upload, no login prompt.
+WANDB_ENV_DEFAULTS = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true",
+                      "WANDB_DISABLE_CODE": "true", "WANDB_ERROR_REPORTING": "false"}
+TABLE_COLUMNS = ["sample_id", "category", "status", "original", "edited", "mean_distance", "image_fidelity",
+                 "seconds", "error"]
+
+
+def weights_tag(weights: str) -> str:
+    """W&B tag for a weights label: "weights:real", or "weights:random (not comparable)"."""
+    return f"weights:{weights}" if weights == "real" else f"weights:{weights} (not comparable)"
+
+
+class WandbLogger:
+    """One W&B run per job.
+
+    Args:
+        project: W&B project name.
+        entity: W&B entity (user/team); None = the default of the logged-in account.
+        mode: "offline" (default; files under the job dir, upload later with `wandb sync`), "online" or
+            "disabled".
+        log_images: add the original/edited images to the per-sample table.
+    """
+
+    def __init__(self, project: str, entity: str | None = None, mode: str = "offline",
+                 log_images: bool = True) -> None:
+        if mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"logger.mode must be offline|online|disabled, got {mode!r}")
+        self.project, self.entity, self.mode, self.log_images = project, entity, mode, log_images
+        self.run: Any = None
+        self._table_rows: list[list[Any]] = []
+
+    @contextlib.contextmanager
+    def session(self, *, run_dir: Path, name: str, group: str | None, job_type: str, tags: list[str],
+                config: dict) -> Iterator[WandbLogger]:
+        """Open the run for the duration of a job; closed (with the exit code) even if the job raises.
+
+        Args:
+            run_dir: the job's output dir; W&B writes its `wandb/` folder there.
+            name: run name (the job's overrides).
+            group: sweep group (None for a single run).
+            job_type: the method's class name.
+            tags: config tags (the weights label is added when the summary is known).
+            config: resolved config.
+        """
+        import wandb  # heavy; only imported when W&B is on
+
+        for key, value in WANDB_ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(run_dir), name=name,
+                        group=group, job_type=job_type, tags=tags, config=config, reinit="create_new") as run:
+            self.run = run
+            log.info("W&B run %s (%s) in %s", run.id, self.mode, run_dir / "wandb")
+            try:
+                yield self
+            finally:
+                if self._table_rows:
+                    run.log({"samples": wandb.Table(columns=TABLE_COLUMNS, data=self._table_rows)})
+                self.run, self._table_rows = None, []
+
+    def log_sample(self, sample: DragSample, result: EditResult | None, row: dict) -> None:
+        """Log one sample's metrics and add its table row."""
+        import wandb
+
+        from dragbench.visualize import draw_drag
+
+        metrics = {f"sample/{k}": row[k] for k in ("mean_distance", "image_fidelity", "seconds")
+                   if isinstance(row.get(k), float) and math.isfinite(row[k])}
+        metrics.update({f"time/{k[len('seconds_'):]}": v for k, v in row.items() if k.startswith("seconds_")})
+        self.run.log(metrics)
+        original = edited = None
+        if self.log_images:
+            original = wandb.Image(draw_drag(sample.image, sample.mask, sample.handles, sample.targets))
+            if result is not None:
+                edited = wandb.Image(draw_drag(result.image, None, sample.handles, sample.targets,
+                                               final=result.handles))
+        self._table_rows.append([sample.sample_id, sample.category, row["status"], original, edited,
+                                 row.get("mean_distance"), row.get("image_fidelity"), row.get("seconds"),
+                                 row.get("error", "")])
+
+    def log_summary(self, metrics: dict) -> None:
+        """Write `md/all`, `if/all`, `md/<category>`, `if/<category>`, counts and CIs to the run summary."""
+        summary = {"md/all": metrics["mean_distance"], "if/all": metrics["image_fidelity"],
+                   "md/ci": list(metrics["mean_distance_ci"]), "if/ci": list(metrics["image_fidelity_ci"])}
+        for key in ("n_samples", "n_pairs", "n_failed", "n_skipped", "n_unsupported", "weights",
+                    "metric_version"):
+            summary[key] = metrics.get(key)
+        for category, values in (metrics.get("per_category") or {}).items():
+            summary[f"md/{category}"] = values.get("mean_distance")
+            summary[f"if/{category}"] = values.get("image_fidelity")
+        self.run.summary.update(summary)
+        self.run.tags = tuple(self.run.tags or ()) + (weights_tag(str(metrics.get("weights"))),)
