@@ -26,14 +26,19 @@ def _tint(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _arrow(draw: ImageDraw.ImageDraw, start: np.ndarray, end: np.ndarray, width: int, head: float) -> None:
-    """Draw a line start→end with a filled triangular head at `end` ((x, y) pixels)."""
-    draw.line([tuple(start), tuple(end)], fill=ARROW_RGB, width=width)
+def _arrow(
+    draw: ImageDraw.ImageDraw, start: np.ndarray, end: np.ndarray, width: int, head: float, gap: float
+) -> None:
+    """Draw a line start→end with a filled triangular head whose tip stops `gap` px before `end` ((x, y))."""
     vec = end - start
     length = float(np.hypot(*vec))
     if length < 1e-6:
         return
     direction = vec / length
+    if length > 2 * gap:  # leave the target dot visible
+        end = end - direction * gap
+        length -= gap
+    draw.line([tuple(start), tuple(end)], fill=ARROW_RGB, width=width)
     normal = np.array([-direction[1], direction[0]])
     base = end - direction * min(head, length)
     corners = [tuple(end), tuple(base + normal * head / 2), tuple(base - normal * head / 2)]
@@ -76,7 +81,7 @@ def draw_drag(
     handles = np.asarray(handles, dtype=np.float64).reshape(-1, 2)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1, 2)
     for h, t in zip(handles, targets, strict=True):
-        _arrow(draw, h, t, line_width, head=3 * radius)
+        _arrow(draw, h, t, line_width, head=3 * radius, gap=radius)
     for h, t in zip(handles, targets, strict=True):
         _dot(draw, h, radius, HANDLE_RGB)
         _dot(draw, t, radius, TARGET_RGB)
