@@ -11,16 +11,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from experiments.results_store import EDITED_IMAGE, EDITS_DIR, RESULTS_CSV  # noqa: E402
+from experiments.results_store import EDITED_IMAGE, EDITS_DIR, RESULTS_CSV
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +36,9 @@ class Panel:
 
 
 FIG7_PANELS = (
-    Panel("inversion_step", "DDIM inversion step t (of 50)", 35),  # SPEC §2: t = 35
-    Panel("lora_steps", "LoRA fine-tuning steps", 80),  # SPEC §2: 80 steps
-    Panel("unet_block", "UNet decoder block (1-based)", 3),  # SPEC §2: up_blocks[2]
+    Panel("inversion_step", "(a) DDIM inversion step t (of 50)", 35),  # SPEC §2: t = 35
+    Panel("lora_steps", "(b) LoRA fine-tuning steps", 80),  # SPEC §2: 80 steps
+    Panel("unet_block", "(c) UNet decoder block (1-based)", 3),  # SPEC §2: up_blocks[2]
 )
 
 
@@ -63,7 +60,7 @@ def _panels(summary: pd.DataFrame) -> list[tuple[Panel, pd.DataFrame]]:
     return [(p, rows) for p, rows in panels if rows[p.knob].nunique() > 1]
 
 
-def _draw_panel(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:
+def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:
     ax_if = ax.twinx()
     for axis, name, color, label in ((ax, "mean_distance", MD_COLOR, "MD (↓)"),
                                      (ax_if, "image_fidelity", IF_COLOR, "IF (↑)")):
@@ -80,6 +77,7 @@ def _draw_panel(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, de
         ax.annotate("default", (default, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
                     fontsize=8, color="gray")
     ax.set_xlabel(xlabel)
+    ax.set_xticks(x)
 
 
 def plot_fig7(summary: pd.DataFrame) -> Figure:
@@ -95,7 +93,8 @@ def plot_fig7(summary: pd.DataFrame) -> Figure:
     """
     panels = _panels(summary)
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False, layout="constrained")
+    axes = Figure(figsize=(4.6 * n, 3.6), layout="constrained").subplots(1, n, squeeze=False)
+    fig = axes[0][0].figure
     if panels:
         for ax, (panel, rows) in zip(axes[0], panels, strict=True):
             _draw_panel(ax, rows[panel.knob].to_numpy(dtype=float), rows, panel.label, panel.default)
@@ -112,8 +111,8 @@ def plot_edit_grid(job_dirs: list[Path], max_samples: int = 4) -> Figure:
     tables = [pd.read_csv(Path(d) / RESULTS_CSV) for d in job_dirs]
     ids = sorted({s for t in tables for s in t.loc[t["status"] == "ok", "sample_id"]})[:max_samples]
     n_rows, n_cols = max(1, len(job_dirs)), max(1, len(ids))
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(1.8 * n_cols, 1.8 * n_rows),
-                             layout="constrained")
+    fig = Figure(figsize=(1.8 * n_cols, 1.8 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, job_dir in enumerate(job_dirs):
         for c, sample_id in enumerate(ids):
             path = Path(job_dir) / EDITS_DIR / sample_id / EDITED_IMAGE
@@ -128,13 +127,12 @@ def plot_edit_grid(job_dirs: list[Path], max_samples: int = 4) -> Figure:
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
-    """Save as <stem>.png and <stem>.pdf; returns both paths and closes the figure."""
+    """Save as <stem>.png and <stem>.pdf; returns both paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
         fig.savefig(path, dpi=150)
-    plt.close(fig)
     return paths
 
 

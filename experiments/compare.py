@@ -1,0 +1,148 @@
+"""Compare finished runs side by side: `python -m experiments.compare RUN_DIR... [--out DIR]`.
+
+Reads each job dir's metrics.json and results.csv (nothing is recomputed) and writes comparison.csv,
+comparison.md and md_vs_if.png/.pdf: method, MD and IF with 95 % CIs, seconds per edit, peak memory,
+coverage (= ok / total samples) and the weights label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from experiments.figures import NOT_COMPARABLE, save_figure
+from experiments.results_store import METRICS_JSON, RESULTS_CSV, atomic_write_bytes, atomic_write_csv
+
+COLUMNS = (
+    "run",
+    "method",
+    "mean_distance",
+    "mean_distance_ci_low",
+    "mean_distance_ci_high",
+    "image_fidelity",
+    "image_fidelity_ci_low",
+    "image_fidelity_ci_high",
+    "seconds_per_edit",
+    "peak_mem_mb",
+    "coverage",
+    "n_ok",
+    "n_total",
+    "weights",
+)
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """One comparison row from a job dir (metrics.json + results.csv)."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / METRICS_JSON).read_text())
+    results = pd.read_csv(run_dir / RESULTS_CSV)
+    ok = results[results["status"] == "ok"]
+    target = str((metrics.get("config") or {}).get("method", {}).get("_target_", "?"))
+    md_lo, md_hi = metrics["mean_distance_ci"]
+    if_lo, if_hi = metrics["image_fidelity_ci"]
+    return {
+        "run": str(run_dir),
+        "method": target.rsplit(".", 1)[-1],
+        "mean_distance": metrics["mean_distance"],
+        "mean_distance_ci_low": md_lo,
+        "mean_distance_ci_high": md_hi,
+        "image_fidelity": metrics["image_fidelity"],
+        "image_fidelity_ci_low": if_lo,
+        "image_fidelity_ci_high": if_hi,
+        "seconds_per_edit": float(ok["seconds"].mean()) if len(ok) else math.nan,
+        "peak_mem_mb": float(results["peak_mem_mb"].max()) if "peak_mem_mb" in results else math.nan,
+        "coverage": len(ok) / len(results) if len(results) else math.nan,
+        "n_ok": len(ok),
+        "n_total": len(results),
+        "weights": metrics.get("weights", "?"),
+    }
+
+
+def compare_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
+    """The comparison table, one row per run dir, in the given order."""
+    return pd.DataFrame([load_run(d) for d in run_dirs], columns=list(COLUMNS))
+
+
+def _fmt(value: float, digits: int) -> str:
+    return (
+        "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    )
+
+
+def _with_ci(value: float, low: float, high: float, digits: int) -> str:
+    return f"{_fmt(value, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table: MD and IF as "value [lo, hi]"."""
+    lines = [
+        "| method | MD (↓) [95% CI] | IF (↑) [95% CI] | s / edit | peak MB | coverage | weights | run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        md = _with_ci(r.mean_distance, r.mean_distance_ci_low, r.mean_distance_ci_high, 2)
+        fid = _with_ci(r.image_fidelity, r.image_fidelity_ci_low, r.image_fidelity_ci_high, 3)
+        lines.append(
+            f"| {r.method} | {md} | {fid} | {_fmt(r.seconds_per_edit, 2)} | {_fmt(r.peak_mem_mb, 0)} | "
+            f"{r.n_ok}/{r.n_total} ({_fmt(100 * r.coverage, 0)}%) | {r.weights} | {r.run} |"
+        )
+    if (table["weights"] != "real").any():
+        lines.append(f"\nRows with weights other than `real` are {NOT_COMPARABLE}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_md_vs_if(table: pd.DataFrame) -> Figure:
+    """Scatter of MD (x, lower is better) against IF (y, higher is better), with CI error bars."""
+    fig = Figure(figsize=(4.8, 3.8), layout="constrained")
+    ax = fig.subplots()
+    duplicated = table["method"].duplicated(keep=False)
+    for r, dup in zip(table.itertuples(), duplicated, strict=True):
+        label = f"{r.method} ({Path(r.run).name})" if dup else r.method
+        ax.errorbar(
+            r.mean_distance,
+            r.image_fidelity,
+            xerr=[[r.mean_distance - r.mean_distance_ci_low], [r.mean_distance_ci_high - r.mean_distance]],
+            yerr=[
+                [r.image_fidelity - r.image_fidelity_ci_low],
+                [r.image_fidelity_ci_high - r.image_fidelity],
+            ],
+            fmt="o",
+            capsize=3,
+            label=label,
+        )
+    ax.set_xlabel("Mean Distance (↓)")
+    ax.set_ylabel("Image Fidelity (↑)")
+    ax.legend(fontsize=8)
+    if (table["weights"] != "real").any():
+        ax.set_title(NOT_COMPARABLE, fontsize=9, color="darkred")
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: write comparison.csv, comparison.md and md_vs_if.png/.pdf to --out; print the Markdown."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "run_dirs", nargs="+", type=Path, help="job dirs holding metrics.json and results.csv"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("comparison"), help="output folder (default: ./comparison)"
+    )
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.run_dirs if not (d / METRICS_JSON).exists()]
+    if missing:
+        parser.error(f"no {METRICS_JSON} in: {', '.join(missing)} (run `python -m experiments.run` first)")
+    table = compare_runs(args.run_dirs)
+    atomic_write_csv(args.out / "comparison.csv", table)
+    markdown = to_markdown(table)
+    atomic_write_bytes(args.out / "comparison.md", markdown.encode())
+    save_figure(plot_md_vs_if(table), args.out / "md_vs_if")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

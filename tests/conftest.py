@@ -1,0 +1,120 @@
+"""The tiny world shared by the tests (STYLE.md "Tests and tooling").
+
+- `cfg_offline`: the real config composed with the compose API (`preset=offline`, `logger=none`), once per
+  package; `cfg_job` is a per-test copy writing into tmp_path (GlobalHydra cleared afterwards).
+- `make_cfg`: compose with extra overrides (e.g. `eval=fast`, `method=knob_echo` from tests/conf).
+- `tiny_samples` / `tiny_backbone`: synthetic 64x64 samples with known handles and targets, and the seeded
+  SD-shaped tiny backbone (the diffusers dummy-components pattern).
+- `cli`: runs `python -m experiments.run ...` in a subprocess, offline, with tests/ on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from experiments import CONF_DIR, REPO_ROOT
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+TESTS_DIR = Path(__file__).resolve().parent
+TEST_CONF_DIR = TESTS_DIR / "conf"  # test-only options: eval=fast, method=knob_echo
+SEARCHPATH = f"hydra.searchpath=[file://{TEST_CONF_DIR}]"
+OFFLINE = ["preset=offline", "logger=none", SEARCHPATH]
+N_SAMPLES = 2
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def _point_at(cfg: DictConfig, root: Path) -> DictConfig:
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(root / "job")
+        cfg.paths.log_dir = str(root / "logs")
+        cfg.paths.cache_dir = str(root / "cache")
+        cfg.device = "cpu"
+        if "n" in cfg.dataset:
+            cfg.dataset.n = N_SAMPLES
+        cfg.aggregate.n_boot = 200
+    return cfg
+
+
+@pytest.fixture(scope="package")
+def cfg_offline() -> DictConfig:
+    """The offline config, composed once (read-only: tests use `cfg_job` / `make_cfg` copies)."""
+    cfg = _compose(OFFLINE)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture
+def cfg_job(cfg_offline: DictConfig, tmp_path: Path) -> Iterator[DictConfig]:
+    """A copy of `cfg_offline` whose outputs, logs and cache go to tmp_path."""
+    cfg = _point_at(cfg_offline.copy(), tmp_path)
+    yield cfg
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """`make_cfg("method=identity", "eval=fast", root=...)` -> an offline config writing under tmp_path."""
+
+    def make(*overrides: str, root: Path | None = None) -> DictConfig:
+        cfg = _compose([*OFFLINE, *overrides])
+        GlobalHydra.instance().clear()
+        return _point_at(cfg, root or tmp_path)
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_samples() -> list:
+    """Two synthetic 64x64 samples with known handles/targets (dragbench.synth)."""
+    from dragbench.synth import synthetic_samples
+
+    return synthetic_samples(N_SAMPLES, size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """The seeded tiny SD-1.5-shaped backbone (memoised per process)."""
+    from dragbench.backbone import build_tiny
+
+    return build_tiny(seed=0, device="cpu")
+
+
+def cli_env(tmp_path: Path, *extra_pythonpath: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: offline, logs/cache in tmp_path, tests/ importable."""
+    paths = [*map(str, extra_pythonpath), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "HF_HUB_OFFLINE": "1",
+            "WANDB_MODE": "offline", "DRAGBENCH_LOGS": str(tmp_path / "logs"),
+            "DRAGBENCH_CACHE": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "1"}
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `python -m experiments.run <args>` offline; returns the CompletedProcess (output captured)."""
+
+    def run(*args: str, pythonpath: tuple[Path, ...] = (), timeout: float = 300) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "experiments.run", *OFFLINE, f"dataset.n={N_SAMPLES}", "device=cpu",
+                   "aggregate.n_boot=200", *args]
+        return subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path, *pythonpath), capture_output=True,
+                              text=True, timeout=timeout)
+
+    return run
+
+
+__all__ = ["REPO_ROOT", "cli_env"]
