@@ -4,7 +4,8 @@ output of `up_blocks[1]`, averaged over an ensemble of 8 noisy copies.
 
 Image size: like the official script, the image goes in at its native size (no crop, pad or resize). Sizes
 that are not multiples of 8 need nothing special: the diffusers VAE encoder pads (0, 1, 0, 1) before each
-stride-2 conv (latent = floor(H/8), e.g. 341 -> 42) and the UNet forwards explicit upsample sizes on odd grids.
+stride-2 conv (latent = floor(H/8), e.g. 341 -> 42) and the UNet forwards explicit upsample
+sizes on odd grids.
 """
 
 from __future__ import annotations
