@@ -62,20 +62,35 @@ def _panels(summary: pd.DataFrame) -> list[tuple[Panel, pd.DataFrame]]:
 
 def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:
     ax_if = ax.twinx()
-    for axis, name, color, label in ((ax, "mean_distance", MD_COLOR, "MD (↓)"),
-                                     (ax_if, "image_fidelity", IF_COLOR, "IF (↑)")):
+    for axis, name, color, label in (
+        (ax, "mean_distance", MD_COLOR, "MD (↓)"),
+        (ax_if, "image_fidelity", IF_COLOR, "IF (↑)"),
+    ):
         y = rows[name].to_numpy(dtype=float)
         axis.plot(x, y, "o-", color=color, label=label)
         low, high = f"{name}_ci_low", f"{name}_ci_high"
         if low in rows and high in rows:
-            axis.fill_between(x, rows[low].to_numpy(dtype=float), rows[high].to_numpy(dtype=float),
-                              color=color, alpha=0.2, linewidth=0)
+            axis.fill_between(
+                x,
+                rows[low].to_numpy(dtype=float),
+                rows[high].to_numpy(dtype=float),
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+            )
         axis.set_ylabel(label, color=color)
         axis.tick_params(axis="y", colors=color)
     if default is not None:
         ax.axvline(default, color="gray", linestyle="--", linewidth=1)
-        ax.annotate("default", (default, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
-                    fontsize=8, color="gray")
+        ax.annotate(
+            "default",
+            (default, 1.0),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="gray",
+        )
     ax.set_xlabel(xlabel)
     ax.set_xticks(x)
 
@@ -93,8 +108,8 @@ def plot_fig7(summary: pd.DataFrame) -> Figure:
     """
     panels = _panels(summary)
     n = max(1, len(panels))
-    axes = Figure(figsize=(4.6 * n, 3.6), layout="constrained").subplots(1, n, squeeze=False)
-    fig = axes[0][0].figure
+    fig = Figure(figsize=(4.6 * n, 3.6), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)
     if panels:
         for ax, (panel, rows) in zip(axes[0], panels, strict=True):
             _draw_panel(ax, rows[panel.knob].to_numpy(dtype=float), rows, panel.label, panel.default)
@@ -151,8 +166,9 @@ def load_summaries(sweep_dirs: list[str | Path]) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     """CLI: `python -m experiments.figures SWEEP_DIR... --out DIR` -> DIR/fig7.png, DIR/fig7.pdf."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dirs", nargs="+", type=Path,
-                        help="multirun dirs (with summary.csv or job dirs)")
+    parser.add_argument(
+        "sweep_dirs", nargs="+", type=Path, help="multirun dirs (with summary.csv or job dirs)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for fig7.png / fig7.pdf")
     args = parser.parse_args(argv)
     missing = [d for d in args.sweep_dirs if not d.is_dir()]

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dragbench.sample import DragSample
+from dragbench.sample import DragSample, InvalidSampleError
+from dragbench.validation import check_points_inside
 from eval.aggregate import summarize
 from experiments.results_store import METRICS_JSON, ResultsStore
 from methods.base import DragMethod, EditResult
@@ -63,9 +64,28 @@ def method_weights(method: DragMethod) -> str:
 
 
 def combined_weights(*labels: str) -> str:
-    """"real" when every model involved has real weights (or there is none); else the other labels."""
+    """ "real" when every model involved has real weights (or there is none); else the other labels."""
     other = sorted({label for label in labels if label not in ("real", "none")})
     return "+".join(other) if other else "real"
+
+
+def check_sample(sample: DragSample) -> None:
+    """Raise InvalidSampleError unless the sample's image, mask and points are usable (finite, inside)."""
+    image, mask = np.asarray(sample.image), np.asarray(sample.mask)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidSampleError(
+            f"{sample.sample_id}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
+        )
+    if mask.shape != image.shape[:2]:
+        raise InvalidSampleError(
+            f"{sample.sample_id}: mask {mask.shape} does not match image {image.shape[:2]}"
+        )
+    points = np.concatenate([np.asarray(sample.handles, float), np.asarray(sample.targets, float)])
+    if np.shape(sample.handles) != np.shape(sample.targets) or not np.isfinite(points).all():
+        raise InvalidSampleError(
+            f"{sample.sample_id}: handles/targets must be finite (N, 2) arrays of equal shape"
+        )
+    check_points_inside(sample.handles, sample.targets, sample.width, sample.height, sample.sample_id)
 
 
 def check_result(sample: DragSample, result: EditResult) -> None:
@@ -76,9 +96,7 @@ def check_result(sample: DragSample, result: EditResult) -> None:
         return
     image = np.asarray(result.image)
     if image.dtype != np.uint8 or image.shape != sample.image.shape:
-        raise ValueError(
-            f"edited image must be uint8 {sample.image.shape}, got {image.dtype} {image.shape}"
-        )
+        raise ValueError(f"edited image must be uint8 {sample.image.shape}, got {image.dtype} {image.shape}")
     if result.handles is not None and np.shape(result.handles) != np.shape(sample.handles):
         raise ValueError(f"final handles must be {np.shape(sample.handles)}, got {np.shape(result.handles)}")
 
@@ -97,11 +115,17 @@ def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]
     final = result.handles if result.handles is not None else np.full_like(sample.handles, np.nan)
     return [
         {
-            "sample_id": sample.sample_id, "category": sample.category, "pair": k,
-            "handle_x": sample.handles[k, 0], "handle_y": sample.handles[k, 1],
-            "target_x": sample.targets[k, 0], "target_y": sample.targets[k, 1],
-            "final_x": final[k, 0], "final_y": final[k, 1],
-            "matched_x": score.matched_xy[k, 0], "matched_y": score.matched_xy[k, 1],
+            "sample_id": sample.sample_id,
+            "category": sample.category,
+            "pair": k,
+            "handle_x": sample.handles[k, 0],
+            "handle_y": sample.handles[k, 1],
+            "target_x": sample.targets[k, 0],
+            "target_y": sample.targets[k, 1],
+            "final_x": final[k, 0],
+            "final_y": final[k, 1],
+            "matched_x": score.matched_xy[k, 0],
+            "matched_y": score.matched_xy[k, 1],
             "distance": score.distances[k],
         }
         for k in range(sample.n_pairs)
@@ -123,8 +147,13 @@ def process_sample(
     Returns:
         The sample's outcome; `row["status"]` is ok | failed | skipped | unsupported.
     """
-    row: dict[str, Any] = {"sample_id": sample.sample_id, "category": sample.category, "status": "ok",
-                           "error": "", "n_pairs": sample.n_pairs}
+    row: dict[str, Any] = {
+        "sample_id": sample.sample_id,
+        "category": sample.category,
+        "status": "ok",
+        "error": "",
+        "n_pairs": sample.n_pairs,
+    }
     if sample.n_pairs == 0:
         return SampleOutcome({**row, "status": "skipped", "error": "no handle/target pairs", "seconds": 0.0})
     seed_everything(seed)
@@ -132,23 +161,35 @@ def process_sample(
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
+        check_sample(sample)
         result = method.edit(sample)
         check_result(sample, result)
         edit_done = time.perf_counter()
-        row.update({f"seconds_{k[len(STAGE_PREFIX):]}": v for k, v in result.info.items()
-                    if k.startswith(STAGE_PREFIX)})
-        row.update(iterations=result.info.get("iterations"),
-                   peak_mem_mb=_peak_mem_mb(result.info, device_type))
+        row.update(
+            {
+                f"seconds_{k[len(STAGE_PREFIX) :]}": v
+                for k, v in result.info.items()
+                if k.startswith(STAGE_PREFIX)
+            }
+        )
+        row.update(
+            iterations=result.info.get("iterations"), peak_mem_mb=_peak_mem_mb(result.info, device_type)
+        )
         if result.status == "unsupported":
-            row.update(status="unsupported", error=str(result.info.get("reason", "")),
-                       seconds=edit_done - start)
+            row.update(
+                status="unsupported", error=str(result.info.get("reason", "")), seconds=edit_done - start
+            )
             return SampleOutcome(row, result=None)
         score = evaluator.score(sample, result.image)
         if not (np.isfinite(score.mean_distance) and np.isfinite(score.image_fidelity)):
             raise FloatingPointError(f"non-finite score: MD={score.mean_distance}, IF={score.image_fidelity}")
-        row.update(mean_distance=float(score.mean_distance), image_fidelity=float(score.image_fidelity),
-                   seconds=time.perf_counter() - start, seconds_edit=edit_done - start,
-                   seconds_eval=time.perf_counter() - edit_done)
+        row.update(
+            mean_distance=float(score.mean_distance),
+            image_fidelity=float(score.image_fidelity),
+            seconds=time.perf_counter() - start,
+            seconds_edit=edit_done - start,
+            seconds_eval=time.perf_counter() - edit_done,
+        )
         return SampleOutcome(row, _pair_rows(sample, result, score), result)
     except Exception as err:  # a bad sample must not stop the job: record it and go on (STYLE.md)
         log.exception("Sample %s failed", sample.sample_id)
@@ -196,15 +237,26 @@ def run_job(
     row_constant = {k: v for k, v in constant.items() if not isinstance(v, (dict, list))}
     done = store.finished_ids
     todo = [s for s in samples if s.sample_id not in done]
-    log.info("%d samples: %d already finished in %s, %d to run", len(samples), len(samples) - len(todo),
-             store.root, len(todo))
+    log.info(
+        "%d samples: %d already finished in %s, %d to run",
+        len(samples),
+        len(samples) - len(todo),
+        store.root,
+        len(todo),
+    )
     for sample in tqdm(todo, desc="samples", disable=not progress, dynamic_ncols=True):
         outcome = process_sample(sample, method, evaluator, seed, device_type)
         outcome.row.update(row_constant, finished_at=time.time())
         image = outcome.result.image if outcome.result is not None else None
         store.write_sample(outcome.row, outcome.pairs, image)
-        log.info("%s: %s MD=%s IF=%s (%.1f s)", sample.sample_id, outcome.row["status"],
-                 outcome.row.get("mean_distance"), outcome.row.get("image_fidelity"), outcome.row["seconds"])
+        log.info(
+            "%s: %s MD=%s IF=%s (%.1f s)",
+            sample.sample_id,
+            outcome.row["status"],
+            outcome.row.get("mean_distance"),
+            outcome.row.get("image_fidelity"),
+            outcome.row["seconds"],
+        )
         if logger is not None:
             logger.log_sample(sample, outcome.result, outcome.row)
     ids = {s.sample_id for s in samples}  # aggregate over this dataset only
@@ -212,8 +264,14 @@ def run_job(
     results, pairs = results[results["sample_id"].isin(ids)], pairs[pairs["sample_id"].isin(ids)]
     metrics = {**summarize(results, pairs, n_boot=n_boot, seed=boot_seed), **constant}
     store.write_json(METRICS_JSON, metrics)
-    log.info("MD %.3f  IF %.4f  (%d samples, %d failed) -> %s", metrics["mean_distance"],
-             metrics["image_fidelity"], metrics["n_samples"], metrics["n_failed"], store.root / METRICS_JSON)
+    log.info(
+        "MD %.3f  IF %.4f  (%d samples, %d failed) -> %s",
+        metrics["mean_distance"],
+        metrics["image_fidelity"],
+        metrics["n_samples"],
+        metrics["n_failed"],
+        store.root / METRICS_JSON,
+    )
     if logger is not None:
         logger.log_summary(metrics)
     return metrics

@@ -24,7 +24,9 @@ def git_state(repo: Path) -> dict[str, str | bool]:
         ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError) as err:
         log.warning("git state unavailable for %s: %s", repo, err)

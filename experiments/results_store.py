@@ -25,10 +25,34 @@ PAIRS_CSV = "pairs.csv"
 METRICS_JSON = "metrics.json"
 EDITS_DIR = "edits"
 EDITED_IMAGE = "dragged_image.png"  # official DragBench output file name
-RESULT_COLUMNS = ("sample_id", "category", "status", "error", "mean_distance", "image_fidelity", "n_pairs",
-                  "seconds", "seconds_edit", "seconds_eval", "peak_mem_mb", "iterations")
-PAIR_COLUMNS = ("sample_id", "category", "pair", "handle_x", "handle_y", "target_x", "target_y", "final_x",
-                "final_y", "matched_x", "matched_y", "distance")
+RESULT_COLUMNS = (
+    "sample_id",
+    "category",
+    "status",
+    "error",
+    "mean_distance",
+    "image_fidelity",
+    "n_pairs",
+    "seconds",
+    "seconds_edit",
+    "seconds_eval",
+    "peak_mem_mb",
+    "iterations",
+)
+PAIR_COLUMNS = (
+    "sample_id",
+    "category",
+    "pair",
+    "handle_x",
+    "handle_y",
+    "target_x",
+    "target_y",
+    "final_x",
+    "final_y",
+    "matched_x",
+    "matched_y",
+    "distance",
+)
 # Statuses after which a sample is never recomputed ("failed" is retried when retry_failed=True).
 FINAL_STATUSES = ("ok", "unsupported", "skipped")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,7 +28,12 @@ RESOLVED_CONFIG = "config_resolved.yaml"
 def instantiate(node: DictConfig) -> Any:
     """hydra.utils.instantiate with plain-python containers, logging "Instantiating <target>"."""
     log.info("Instantiating <%s>", node._target_)
-    return hydra.utils.instantiate(node, _convert_="all")
+    try:
+        return hydra.utils.instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, MissingWeightsError):  # keep its one-line message, not Hydra's wrapper
+            raise err.__cause__ from None
+        raise
 
 
 def resolved_config(cfg: DictConfig) -> dict:
@@ -67,12 +73,32 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     run_info = {**provenance.collect(REPO_ROOT, device), "overrides": ident["overrides"], "config": config}
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     job_type = cfg.method._target_.rsplit(".", 1)[-1]
-    session = logger.session(run_dir=store.root, name=ident["name"], group=ident["group"], job_type=job_type,
-                             tags=list(cfg.tags), config=config) if logger else contextlib.nullcontext()
+    session = (
+        logger.session(
+            run_dir=store.root,
+            name=ident["name"],
+            group=ident["group"],
+            job_type=job_type,
+            tags=list(cfg.tags),
+            config=config,
+        )
+        if logger
+        else contextlib.nullcontext()
+    )
     with session:
-        return run_job(samples, method, evaluator, store, logger, seed=cfg.seed, run_info=run_info,
-                       n_boot=cfg.aggregate.n_boot, boot_seed=cfg.aggregate.seed,
-                       progress=not ident["multirun"], device_type=device.type)
+        return run_job(
+            samples,
+            method,
+            evaluator,
+            store,
+            logger,
+            seed=cfg.seed,
+            run_info=run_info,
+            n_boot=cfg.aggregate.n_boot,
+            boot_seed=cfg.aggregate.seed,
+            progress=not ident["multirun"],
+            device_type=device.type,
+        )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

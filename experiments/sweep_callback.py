@@ -90,8 +90,12 @@ def write_summary(sweep_dir: str | Path, knobs: list[str] | None = None) -> pd.D
     summary = collect_sweep(sweep_dir, knobs)
     atomic_write_csv(sweep_dir / SUMMARY_CSV, summary)
     paths = save_figure(plot_fig7(summary), sweep_dir / FIGURE_STEM)
-    log.info("Sweep summary: %s (%d jobs); figure: %s", sweep_dir / SUMMARY_CSV, len(summary),
-             ", ".join(map(str, paths)))
+    log.info(
+        "Sweep summary: %s (%d jobs); figure: %s",
+        sweep_dir / SUMMARY_CSV,
+        len(summary),
+        ", ".join(map(str, paths)),
+    )
     return summary
 
 

@@ -20,10 +20,24 @@ from methods.base import EditResult
 log = logging.getLogger(__name__)
 
 # Quiet, account-free offline runs: no console spam, no git/code upload, no login prompt.
-WANDB_ENV_DEFAULTS = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true",
-                      "WANDB_DISABLE_CODE": "true", "WANDB_ERROR_REPORTING": "false"}
-TABLE_COLUMNS = ["sample_id", "category", "status", "original", "edited", "mean_distance", "image_fidelity",
-                 "seconds", "error"]
+WANDB_ENV_DEFAULTS = {
+    "WANDB_SILENT": "true",
+    "WANDB_CONSOLE": "off",
+    "WANDB_DISABLE_GIT": "true",
+    "WANDB_DISABLE_CODE": "true",
+    "WANDB_ERROR_REPORTING": "false",
+}
+TABLE_COLUMNS = [
+    "sample_id",
+    "category",
+    "status",
+    "original",
+    "edited",
+    "mean_distance",
+    "image_fidelity",
+    "seconds",
+    "error",
+]
 
 
 def weights_tag(weights: str) -> str:
@@ -42,8 +56,9 @@ class WandbLogger:
         log_images: add the original/edited images to the per-sample table.
     """
 
-    def __init__(self, project: str, entity: str | None = None, mode: str = "offline",
-                 log_images: bool = True) -> None:
+    def __init__(
+        self, project: str, entity: str | None = None, mode: str = "offline", log_images: bool = True
+    ) -> None:
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline|online|disabled, got {mode!r}")
         self.project, self.entity, self.mode, self.log_images = project, entity, mode, log_images
@@ -51,8 +66,9 @@ class WandbLogger:
         self._table_rows: list[list[Any]] = []
 
     @contextlib.contextmanager
-    def session(self, *, run_dir: Path, name: str, group: str | None, job_type: str, tags: list[str],
-                config: dict) -> Iterator[WandbLogger]:
+    def session(
+        self, *, run_dir: Path, name: str, group: str | None, job_type: str, tags: list[str], config: dict
+    ) -> Iterator[WandbLogger]:
         """Open the run for the duration of a job; closed (with the exit code) even if the job raises.
 
         Args:
@@ -69,8 +85,18 @@ class WandbLogger:
             os.environ.setdefault(key, value)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        with wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(run_dir), name=name,
-                        group=group, job_type=job_type, tags=tags, config=config, reinit="create_new") as run:
+        with wandb.init(
+            project=self.project,
+            entity=self.entity,
+            mode=self.mode,
+            dir=str(run_dir),
+            name=name,
+            group=group,
+            job_type=job_type,
+            tags=tags,
+            config=config,
+            reinit="create_new",
+        ) as run:
             self.run = run
             log.info("W&B run %s (%s) in %s", run.id, self.mode, run_dir / "wandb")
             try:
@@ -86,26 +112,53 @@ class WandbLogger:
 
         from dragbench.visualize import draw_drag
 
-        metrics = {f"sample/{k}": row[k] for k in ("mean_distance", "image_fidelity", "seconds")
-                   if isinstance(row.get(k), float) and math.isfinite(row[k])}
-        metrics.update({f"time/{k[len('seconds_'):]}": v for k, v in row.items() if k.startswith("seconds_")})
+        metrics = {
+            f"sample/{k}": row[k]
+            for k in ("mean_distance", "image_fidelity", "seconds")
+            if isinstance(row.get(k), float) and math.isfinite(row[k])
+        }
+        metrics.update(
+            {f"time/{k[len('seconds_') :]}": v for k, v in row.items() if k.startswith("seconds_")}
+        )
         self.run.log(metrics)
         original = edited = None
         if self.log_images:
             original = wandb.Image(draw_drag(sample.image, sample.mask, sample.handles, sample.targets))
             if result is not None:
-                edited = wandb.Image(draw_drag(result.image, None, sample.handles, sample.targets,
-                                               final=result.handles))
-        self._table_rows.append([sample.sample_id, sample.category, row["status"], original, edited,
-                                 row.get("mean_distance"), row.get("image_fidelity"), row.get("seconds"),
-                                 row.get("error", "")])
+                edited = wandb.Image(
+                    draw_drag(result.image, None, sample.handles, sample.targets, final=result.handles)
+                )
+        self._table_rows.append(
+            [
+                sample.sample_id,
+                sample.category,
+                row["status"],
+                original,
+                edited,
+                row.get("mean_distance"),
+                row.get("image_fidelity"),
+                row.get("seconds"),
+                row.get("error", ""),
+            ]
+        )
 
     def log_summary(self, metrics: dict) -> None:
         """Write `md/all`, `if/all`, `md/<category>`, `if/<category>`, counts and CIs to the run summary."""
-        summary = {"md/all": metrics["mean_distance"], "if/all": metrics["image_fidelity"],
-                   "md/ci": list(metrics["mean_distance_ci"]), "if/ci": list(metrics["image_fidelity_ci"])}
-        for key in ("n_samples", "n_pairs", "n_failed", "n_skipped", "n_unsupported", "weights",
-                    "metric_version"):
+        summary = {
+            "md/all": metrics["mean_distance"],
+            "if/all": metrics["image_fidelity"],
+            "md/ci": list(metrics["mean_distance_ci"]),
+            "if/ci": list(metrics["image_fidelity_ci"]),
+        }
+        for key in (
+            "n_samples",
+            "n_pairs",
+            "n_failed",
+            "n_skipped",
+            "n_unsupported",
+            "weights",
+            "metric_version",
+        ):
             summary[key] = metrics.get(key)
         for category, values in (metrics.get("per_category") or {}).items():
             summary[f"md/{category}"] = values.get("mean_distance")

@@ -29,8 +29,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 TESTS_DIR = Path(__file__).resolve().parent
 TEST_CONF_DIR = TESTS_DIR / "conf"  # test-only options: eval=fast, method=knob_echo
 SEARCHPATH = f"hydra.searchpath=[file://{TEST_CONF_DIR}]"
-OFFLINE = ["preset=offline", "logger=none", SEARCHPATH]
 N_SAMPLES = 2
+OFFLINE = ["preset=offline", "logger=none", SEARCHPATH, f"dataset.n={N_SAMPLES}"]
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -45,8 +45,6 @@ def _point_at(cfg: DictConfig, root: Path) -> DictConfig:
         cfg.paths.log_dir = str(root / "logs")
         cfg.paths.cache_dir = str(root / "cache")
         cfg.device = "cpu"
-        if "n" in cfg.dataset:
-            cfg.dataset.n = N_SAMPLES
         cfg.aggregate.n_boot = 200
     return cfg
 
@@ -99,20 +97,41 @@ def tiny_backbone():
 def cli_env(tmp_path: Path, *extra_pythonpath: Path) -> dict[str, str]:
     """Environment for CLI subprocesses: offline, logs/cache in tmp_path, tests/ importable."""
     paths = [*map(str, extra_pythonpath), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "HF_HUB_OFFLINE": "1",
-            "WANDB_MODE": "offline", "DRAGBENCH_LOGS": str(tmp_path / "logs"),
-            "DRAGBENCH_CACHE": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "DRAGBENCH_LOGS": str(tmp_path / "logs"),
+        "DRAGBENCH_CACHE": str(tmp_path / "cache"),
+        "HYDRA_FULL_ERROR": "1",
+    }
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run `python -m experiments.run <args>` offline; returns the CompletedProcess (output captured)."""
 
-    def run(*args: str, pythonpath: tuple[Path, ...] = (), timeout: float = 300) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "experiments.run", *OFFLINE, f"dataset.n={N_SAMPLES}", "device=cpu",
-                   "aggregate.n_boot=200", *args]
-        return subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path, *pythonpath), capture_output=True,
-                              text=True, timeout=timeout)
+    def run(
+        *args: str, pythonpath: tuple[Path, ...] = (), timeout: float = 300
+    ) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            *OFFLINE,
+            "device=cpu",
+            "aggregate.n_boot=200",
+            *args,
+        ]
+        return subprocess.run(
+            command,
+            cwd=tmp_path,
+            env=cli_env(tmp_path, *pythonpath),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 
