@@ -1,4 +1,4 @@
-"""DIFT featurizer on the tiny seeded SD backbone: determinism, shapes, up_ft_index, ensemble variance, cache."""
+"""DIFT featurizer on the tiny seeded SD backbone: determinism, shapes, up_ft_index, ensembles, cache."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import torch
 from dragbench.backbone import build_tiny
 from dragbench.cache import Cache
 from dragbench.sample import DragSample
-from eval.dift import DIFT_ENSEMBLE_SIZE, DIFT_SEED, DIFT_TIMESTEP, DIFT_UP_FT_INDEX, DiftFeaturizer, Featurizer
+from eval.dift import (
+    DIFT_ENSEMBLE_SIZE,
+    DIFT_SEED,
+    DIFT_TIMESTEP,
+    DIFT_UP_FT_INDEX,
+    DiftFeaturizer,
+    Featurizer,
+)
 from eval.evaluator import Evaluator
 from eval.lpips_fidelity import build_fidelity
 

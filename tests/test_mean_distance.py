@@ -72,9 +72,8 @@ def test_chunked_cosine_equals_full_upsampled_cosine_similarity():
     handles_rc = torch.tensor([[0, 0], [36, 52], [17, 30]])
     up_o = F.interpolate(fo[None], size=size, mode="bilinear")  # (1, C, H, W)
     up_e = F.interpolate(fe[None], size=size, mode="bilinear")  # (1, C, H, W)
-    ref = torch.stack(
-        [torch.nn.CosineSimilarity(dim=1)(up_o[:, :, r, c, None, None], up_e)[0] for r, c in handles_rc.tolist()]
-    )
+    cos = torch.nn.CosineSimilarity(dim=1)
+    ref = torch.stack([cos(up_o[:, :, r, c, None, None], up_e)[0] for r, c in handles_rc.tolist()])
     out = cosine_match_maps(fo, fe, handles_rc, size)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
