@@ -1,0 +1,117 @@
+"""DragDiffusion's latent optimisation loop (SPEC §2; official-ref README "Drag loop (at t = 681)").
+
+Each iteration: features of the current latent -> point tracking (not in the first) -> stop check ->
+motion supervision + mask term -> one Adam step. The feature function is injected, so the loop is
+testable with any differentiable map from latent to (features, one-step-denoised latent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from methods.dragdiffusion.mask_term import mask_term
+from methods.dragdiffusion.motion_supervision import motion_supervision_loss
+from methods.dragdiffusion.point_tracking import all_reached, track_points
+
+log = logging.getLogger(__name__)
+
+# latent (1, 4, h, w) -> (features on the supervision grid (1, C, gh, gw), DDIM step below t (1, 4, h, w))
+ForwardFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class DragLoopResult:
+    """Outcome of `drag_latent`.
+
+    Attributes:
+        latent: (1, 4, h, w) optimised latent (detached).
+        handles_rc: (N, 2) handles after the last tracking step (row, col on the grid).
+        trajectory: handles at each stop check; entry 0 = initial handles.
+        losses: total loss of each optimiser step.
+        iterations: loop iterations entered (each runs the feature function once).
+        steps: optimiser steps taken (= iterations - 1 when the targets were reached).
+        reached: True when the loop ended because every handle reached its target.
+    """
+
+    latent: torch.Tensor
+    handles_rc: torch.Tensor
+    trajectory: list[torch.Tensor] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    iterations: int = 0
+    steps: int = 0
+    reached: bool = False
+
+
+def drag_latent(
+    latent0: torch.Tensor,
+    forward: ForwardFn,
+    handles_rc: torch.Tensor,
+    targets_rc: torch.Tensor,
+    mask_latent: torch.Tensor | None,
+    *,
+    lr: float,
+    max_iters: int,
+    r1: int,
+    r2: int,
+    lam: float,
+    stop_distance: float,
+    mixed_precision: bool = False,
+) -> DragLoopResult:
+    """Optimise `latent0` so that the features at the handles move to the targets.
+
+    Args:
+        latent0: (1, 4, h, w) inverted latent z_t (not modified).
+        forward: latent -> (features (1, C, gh, gw), DDIM prev sample (1, 4, h, w)).
+        handles_rc: (N, 2) float32 integer-valued handles (row, col) on the feature grid.
+        targets_rc: (N, 2) float32 targets (row, col).
+        mask_latent: (1, 1, h, w) editable mask on the latent grid (1 = editable), or None.
+        lr: Adam learning rate (SPEC §2: 0.01).
+        max_iters: at most this many iterations (SPEC §2: 80).
+        r1: motion-supervision patch radius (grid px).
+        r2: point-tracking search radius (grid px).
+        lam: mask-term weight.
+        stop_distance: stop when all handles are closer than this (grid px); pairs closer are skipped.
+        mixed_precision: CUDA fp16 autocast + GradScaler around the forward and loss, as the official code.
+
+    Returns:
+        DragLoopResult.
+    """
+    with torch.no_grad():
+        feats0, x_prev0 = forward(latent0)
+    latent = latent0.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latent], lr=lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision)
+    use_mask = mask_latent is not None and bool(mask_latent.sum() != 0.0)
+    handles_init = handles_rc.detach().clone()
+    handles = handles_init.clone()
+    result = DragLoopResult(latent=latent0, handles_rc=handles)
+    for it in range(max_iters):
+        result.iterations = it + 1
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if mixed_precision
+                    else contextlib.nullcontext())
+        with autocast:
+            feats, x_prev = forward(latent)
+            if it != 0:
+                handles = track_points(feats, feats0, handles, handles_init, r2)
+            result.trajectory.append(handles.clone())
+            if all_reached(handles, targets_rc, stop_distance):
+                result.reached = True
+                break
+            loss = motion_supervision_loss(feats, handles, targets_rc, r1, skip_distance=stop_distance)
+            if use_mask:
+                loss = loss + mask_term(x_prev, x_prev0, mask_latent, lam)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        result.losses.append(float(loss.detach()))
+        result.steps += 1
+        log.debug("drag iteration %d loss %.6f handles %s", it, result.losses[-1], handles.tolist())
+    result.latent = latent.detach()
+    result.handles_rc = handles
+    return result

@@ -1,0 +1,62 @@
+"""DragDiffusion point tracking and the stop rule (SPEC §2 "point tracking", "stopping").
+
+Nearest neighbour, in L1 over channels, to the initial handle's feature in the original latent's
+feature map, searched in a (2 r2 + 1)^2 window around the current handle clipped at the grid borders.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def clipped_window(center_rc: torch.Tensor, radius: int,
+                   grid_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Square window of `radius` around an integer-valued (row, col), clipped to the grid (not padded).
+
+    The centre is truncated with `int()` as the official code does.
+
+    Returns:
+        (r0, r1, c0, c1): rows r0..r1-1 and cols c0..c1-1.
+    """
+    row, col = int(center_rc[0]), int(center_rc[1])
+    r0, r1 = max(0, row - radius), min(grid_hw[0], row + radius + 1)
+    c0, c1 = max(0, col - radius), min(grid_hw[1], col + radius + 1)
+    return r0, r1, c0, c1
+
+
+def track_points(feats: torch.Tensor, feats0: torch.Tensor, handles_rc: torch.Tensor,
+                 handles_init_rc: torch.Tensor, r2: int) -> torch.Tensor:
+    """Move each handle to its best match in a window around it.
+
+    Args:
+        feats: (1, C, h, w) current feature map F1.
+        feats0: (1, C, h, w) feature map F0 of the original latent.
+        handles_rc: (N, 2) current handles (row, col), integer-valued.
+        handles_init_rc: (N, 2) initial handles (row, col): the reference feature is F0 there.
+        r2: search radius in grid pixels (window (2 r2 + 1)^2, clipped at the borders).
+
+    Returns:
+        (N, 2) new handles (row, col), same dtype as `handles_rc`; first minimum in row-major order on ties.
+    """
+    grid_hw = (feats.shape[-2], feats.shape[-1])
+    new = handles_rc.detach().clone()
+    with torch.no_grad():
+        for i in range(len(handles_rc)):
+            ref = feats0[:, :, int(handles_init_rc[i, 0]), int(handles_init_rc[i, 1])]  # (1, C)
+            r0, r1, c0, c1 = clipped_window(handles_rc[i], r2, grid_hw)
+            window = feats[:, :, r0:r1, c0:c1]  # (1, C, wr, wc)
+            dist = (ref[:, :, None, None] - window).abs().sum(dim=1)[0]  # (wr, wc)
+            row, col = divmod(int(dist.argmin()), dist.shape[-1])
+            new[i, 0] = r0 + row
+            new[i, 1] = c0 + col
+    return new
+
+
+def pair_distances(handles_rc: torch.Tensor, targets_rc: torch.Tensor) -> torch.Tensor:
+    """(N,) Euclidean distances handle -> target in grid pixels."""
+    return (targets_rc - handles_rc).norm(dim=-1)
+
+
+def all_reached(handles_rc: torch.Tensor, targets_rc: torch.Tensor, stop_distance: float) -> bool:
+    """True when every handle is strictly closer than `stop_distance` to its target."""
+    return bool((pair_distances(handles_rc, targets_rc) < stop_distance).all())
