@@ -47,7 +47,7 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     """uint8 (H, W, 3) -> float32 (1, 3, H, W) in [−1, 1], as `(x / 255 − 0.5) × 2` in the official script."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    x = torch.tensor(image).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
     return (x / 255.0 - 0.5) * 2.0
 
 

@@ -33,7 +33,7 @@ def to_lpips_input(image: np.ndarray) -> Tensor:
     """uint8 (H, W, 3) -> float32 (1, 3, H, W) in [−1, 1] (x / 127.5 − 1, as the official script)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return torch.tensor(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
 def image_fidelity(net: torch.nn.Module, image0: Tensor, image1: Tensor) -> Tensor:

@@ -30,6 +30,14 @@ def _round_clip_rc(points_xy: np.ndarray, size_hw: tuple[int, int]) -> np.ndarra
     return rc
 
 
+def _upsample(feat: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """(c, h, w) -> (c, H, W) bilinear, align_corners=False; a map already at (H, W) is returned as is
+    (bilinear resampling at scale 1 is the identity)."""
+    if tuple(feat.shape[1:]) == tuple(size_hw):
+        return feat
+    return F.interpolate(feat[None], size=size_hw, mode="bilinear")[0]  # (c, H, W)
+
+
 def cosine_match_maps(
     feat_orig: Tensor, feat_edit: Tensor, handles_rc: Tensor, size_hw: tuple[int, int]
 ) -> Tensor:
@@ -57,8 +65,8 @@ def cosine_match_maps(
     sq_src = feat_edit.new_zeros((n, 1, 1))
     rows, cols = handles_rc[:, 0].to(feat_orig.device), handles_rc[:, 1].to(feat_orig.device)
     for c0 in range(0, feat_orig.shape[0], _CHANNEL_CHUNK):
-        up_o = F.interpolate(feat_orig[None, c0 : c0 + _CHANNEL_CHUNK], size=(h, w), mode="bilinear")[0]
-        up_e = F.interpolate(feat_edit[None, c0 : c0 + _CHANNEL_CHUNK], size=(h, w), mode="bilinear")[0]
+        up_o = _upsample(feat_orig[c0 : c0 + _CHANNEL_CHUNK], (h, w))  # (c, H, W)
+        up_e = _upsample(feat_edit[c0 : c0 + _CHANNEL_CHUNK], (h, w))  # (c, H, W)
         src = up_o[:, rows, cols].T.to(feat_edit.device)  # (N, c): original feature at each handle
         dot += torch.einsum("nc,chw->nhw", src, up_e)  # (N, H, W)
         sq_edit += up_e.square().sum(0)  # (H, W)

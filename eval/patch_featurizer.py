@@ -36,7 +36,7 @@ class PatchFeaturizer:
     def __call__(self, image: np.ndarray, prompt: str = "") -> Tensor:
         """uint8 (H, W, 3) -> (3·(2r+1)² [+2], H, W) patch features."""
         h, w = image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
+        x = torch.tensor(image).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
         x = x.to(self.dtype)
         k = 2 * self.radius + 1
         feats = F.unfold(x, kernel_size=k, padding=self.radius).reshape(-1, h, w)  # (3·k², H, W)
