@@ -1,0 +1,278 @@
+"""The DragGAN baseline on DragBench (SPEC §5): route to a StyleGAN2, map the sample into its square domain,
+GAN-invert, run the DragGAN loop (W+ motion supervision + nearest-neighbour tracking), composite back.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dragbench.backbone import resolve_device
+from dragbench.sample import DragSample, rc_to_xy, xy_to_rc
+from methods.base import EditResult
+from methods.draggan import motion
+from methods.draggan.canvas import CANVAS_MODES, image_to_square, mask_to_square, paste_square, plan_square
+from methods.draggan.checkpoint import load_generator
+from methods.draggan.projector import ReconstructionLoss, pivotal_tuning, project
+from methods.draggan.routing import check_routing, route
+from methods.draggan.stylegan2 import Generator, build_tiny_generator
+
+logger = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS = (
+    "random"  # a `checkpoints` value meaning "build the tiny random generator from tiny_generator"
+)
+
+
+@dataclass
+class DragOutcome:
+    """What the drag loop returns (square-domain quantities)."""
+
+    image: Tensor  # (1, 3, R, R) in [-1, 1]
+    handles_rc: Tensor  # (N, 2) long, tracked handles
+    iterations: int  # optimiser steps taken
+    reached: bool
+
+
+def to_tensor_image(image: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 (H, W, 3) -> float (1, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.array(image, copy=True)).to(device=device, dtype=torch.float32)
+    return x.permute(2, 0, 1)[None] / 127.5 - 1  # (1, 3, H, W)
+
+
+def to_uint8_image(image: Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [-1, 1] -> uint8 (H, W, 3) (official rounding: x * 127.5 + 128, clamped)."""
+    x = (image[0].detach() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # process peak: bytes on macOS, KiB on Linux
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+class DragGAN:
+    """DragGAN (Pan et al. 2023) as a `DragMethod` for DragBench.
+
+    Args:
+        checkpoints: name -> checkpoint path (.pkl NVIDIA, .safetensors, .pt), or "random" for the tiny
+            random generator built from `tiny_generator` (labelled weights=random).
+        routing: category -> checkpoint name or None (unsupported); key "*" for other categories.
+        tiny_generator: kwargs of `build_tiny_generator` (resolution, z_dim, w_dim, channel_base, channel_max,
+            mapping_layers, seed); used only by "random" checkpoints.
+        canvas: "auto" | "crop" | "pad": how a non-square sample enters the square domain (canvas.py).
+        feature_block: 1-based synthesis block whose output is the feature map (6 in DragGAN).
+        n_optimized_layers: how many leading W+ latents are optimised (6); the rest stay at w0.
+        lr: Adam learning rate on W+ (2e-3).
+        r1, r2: motion-supervision disc radius and tracking window half-width at 512 px (3, 12).
+        lam: weight of the mask (fixed-region) feature term (20).
+        max_iters: cap on optimiser steps.
+        inversion_space: "w" or "w+".
+        inversion_steps, inversion_lr: projector steps and peak lr.
+        inversion_loss: "lpips" (LPIPS + MSE; needs the torchvision trunk on disk) or "mse".
+        lpips_net: "alex" or "vgg".
+        optimize_noise: optimise noise maps during projection.
+        noise_regularization: weight of the noise autocorrelation penalty.
+        w_avg_samples: z samples for the projector's start point.
+        pti_steps, pti_lr: pivotal tuning of a generator copy after projection (0 = off).
+        device: "auto", "cpu", "cuda", ...
+        seed: set before every sample.
+    """
+
+    def __init__(
+        self,
+        checkpoints: dict[str, str],
+        routing: dict[str, str | None],
+        tiny_generator: dict,
+        canvas: str,
+        feature_block: int,
+        n_optimized_layers: int,
+        lr: float,
+        r1: float,
+        r2: float,
+        lam: float,
+        max_iters: int,
+        inversion_space: str,
+        inversion_steps: int,
+        inversion_lr: float,
+        inversion_loss: str,
+        lpips_net: str,
+        optimize_noise: bool,
+        noise_regularization: float,
+        w_avg_samples: int,
+        pti_steps: int,
+        pti_lr: float,
+        device: str,
+        seed: int,
+    ) -> None:
+        if canvas not in CANVAS_MODES:
+            raise ValueError(f"method.canvas must be one of {CANVAS_MODES}, got {canvas!r}")
+        check_routing(dict(routing), dict(checkpoints))
+        self.checkpoints, self.routing, self.tiny_generator = (
+            dict(checkpoints),
+            dict(routing),
+            dict(tiny_generator),
+        )
+        self.canvas, self.feature_block, self.n_optimized_layers = canvas, feature_block, n_optimized_layers
+        self.lr, self.r1, self.r2, self.lam, self.max_iters = lr, r1, r2, lam, max_iters
+        self.inversion_space, self.inversion_steps, self.inversion_lr = (
+            inversion_space,
+            inversion_steps,
+            inversion_lr,
+        )
+        self.optimize_noise, self.noise_regularization = optimize_noise, noise_regularization
+        self.w_avg_samples, self.pti_steps, self.pti_lr = w_avg_samples, pti_steps, pti_lr
+        self.device, self.seed = resolve_device(device), seed
+        self.loss = ReconstructionLoss(inversion_loss, lpips_net).to(self.device)
+        self._generators: dict[str, tuple[Generator, str]] = {}
+
+    def generator(self, name: str) -> tuple[Generator, str]:
+        """The (memoised) generator for checkpoint `name` and its weights label ("real" | "random")."""
+        if name not in self._generators:
+            path = self.checkpoints[name]
+            if path == RANDOM_WEIGHTS:
+                g, label = build_tiny_generator(**self.tiny_generator), "random"
+            else:
+                g, label = load_generator(path).generator, "real"
+            n_blocks = len(g.synthesis.block_resolutions)
+            if not 1 <= self.feature_block <= n_blocks:
+                raise ValueError(
+                    f"method.feature_block={self.feature_block} but generator {name!r} has "
+                    f"{n_blocks} synthesis blocks; choose 1..{n_blocks}"
+                )
+            if not 1 <= self.n_optimized_layers <= g.num_ws:
+                raise ValueError(f"method.n_optimized_layers={self.n_optimized_layers} not in 1..{g.num_ws}")
+            self._generators[name] = (g.to(self.device).eval().requires_grad_(False), label)
+        return self._generators[name]
+
+    def features(self, g: Generator, ws: Tensor, noises: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Synthesise: (image (1, 3, R, R), features of `feature_block` bilinearly resized to (R, R))."""
+        img, feats = g.synthesis(ws, noises=noises)
+        f = feats[self.feature_block - 1]
+        f = F.interpolate(f, size=img.shape[-2:], mode="bilinear", align_corners=False)  # (1, C, R, R)
+        return img, f
+
+    def drag(
+        self,
+        g: Generator,
+        ws0: Tensor,
+        noises: list[Tensor],
+        handles_rc: Tensor,
+        targets_rc: Tensor,
+        fixed: Tensor,
+    ) -> DragOutcome:
+        """The DragGAN loop: each iteration tracks the handles on the current features, stops if all arrived,
+        else takes one Adam step on the first `n_optimized_layers` W+ latents.
+
+        Args:
+            g: generator; ws0: (1, num_ws, w_dim) inverted latent; noises: per-layer noise maps.
+            handles_rc, targets_rc: (N, 2) (row, col) in generator pixels.
+            fixed: (R, R) float, 1 outside the editable region.
+        """
+        res = g.img_resolution
+        r1, r2 = motion.scaled_radius(self.r1, res), motion.scaled_radius(self.r2, res)
+        stop = motion.stop_distance(res)
+        k = self.n_optimized_layers
+        w_opt = ws0[:, :k].clone().requires_grad_(True)  # (1, k, w_dim)
+        opt = torch.optim.Adam([w_opt], lr=self.lr)
+        with torch.no_grad():
+            _, feats0 = self.features(g, ws0, noises)
+        handles = handles_rc.round().long()
+        ref = feats0[0, :, handles[:, 0], handles[:, 1]].t().clone()  # (N, C)
+        iterations, reached = 0, False
+        while True:
+            ws = torch.cat([w_opt, ws0[:, k:]], dim=1)  # (1, num_ws, w_dim)
+            img, feats = self.features(g, ws, noises)
+            with torch.no_grad():
+                handles = motion.track_points(feats, ref, handles, r2)
+            reached = motion.all_reached(handles, targets_rc, stop)
+            if reached or iterations >= self.max_iters:
+                break
+            loss = motion.motion_supervision_loss(feats, handles, targets_rc, r1)
+            loss = loss + self.lam * motion.mask_loss(feats, feats0, fixed)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            iterations += 1
+        return DragOutcome(img.detach(), handles, iterations, reached)
+
+    def invert(self, g: Generator, target: Tensor) -> tuple[Generator, Tensor, list[Tensor], dict]:
+        """Project `target` (1, 3, R, R), optionally pivotal-tune; returns (generator, ws, noises, info)."""
+        proj = project(
+            g,
+            target,
+            self.loss,
+            steps=self.inversion_steps,
+            lr=self.inversion_lr,
+            space=self.inversion_space,
+            optimize_noise=self.optimize_noise,
+            noise_weight=self.noise_regularization,
+            w_avg_samples=self.w_avg_samples,
+            seed=self.seed,
+        )
+        info = {
+            "inversion/loss_first": proj.losses[0] if proj.losses else None,
+            "inversion/loss_last": proj.losses[-1] if proj.losses else None,
+        }
+        if self.pti_steps > 0:
+            g, pti_losses = pivotal_tuning(g, proj, target, self.loss, self.pti_steps, self.pti_lr)
+            info["pti/loss_last"] = pti_losses[-1]
+        with torch.no_grad():
+            img, _ = g.synthesis(proj.ws, noises=proj.noises)
+            info["recon_mse"] = float(F.mse_loss(img, target))  # images in [-1, 1]
+            p = self.loss.perceptual(img, target)
+            if p is not None:
+                info["recon_lpips"] = float(p)
+        return g, proj.ws, proj.noises, info
+
+    def edit(self, sample: DragSample) -> EditResult:
+        """Edit one sample: 1 route, 2 map into the square domain, 3 invert, 4 drag, 5 composite back."""
+        torch.manual_seed(self.seed)
+        name = route(sample.category, self.routing)  # 1. route
+        if name is None:
+            reason = f"no StyleGAN2 configured for category {sample.category!r} (method.routing)"
+            return EditResult(
+                image=sample.image.copy(), handles=None, info={"reason": reason}, status="unsupported"
+            )
+        g, weights = self.generator(name)
+        res = g.img_resolution
+        points = np.concatenate([sample.handles, sample.targets], axis=0)  # 2. square domain
+        mapping = plan_square(sample.height, sample.width, points, res, self.canvas)
+        square = image_to_square(sample.image, mapping)
+        fixed = torch.from_numpy(~mask_to_square(sample.mask, mapping)).to(self.device, torch.float32)
+        handles_rc = torch.from_numpy(xy_to_rc(mapping.to_square(sample.handles))).to(self.device)
+        targets_rc = torch.from_numpy(xy_to_rc(mapping.to_square(sample.targets))).to(self.device)
+        handles_rc = handles_rc.clamp(0, res - 1)
+        target_img = to_tensor_image(square, self.device)
+        t0 = time.perf_counter()  # 3. invert
+        g_inv, ws0, noises, inv_info = self.invert(g, target_img)
+        t1 = time.perf_counter()  # 4. drag
+        out = self.drag(g_inv, ws0, noises, handles_rc, targets_rc, fixed)
+        t2 = time.perf_counter()
+        edited = paste_square(sample.image, to_uint8_image(out.image), mapping)  # 5. composite
+        final_xy = mapping.from_square(rc_to_xy(out.handles_rc.cpu().numpy().astype(np.float64)))
+        info = {
+            "time/inversion": t1 - t0,
+            "time/drag": t2 - t1,
+            "iterations": out.iterations,
+            "reached_targets": out.reached,
+            "peak_mem_mb": _peak_mem_mb(self.device),
+            "weights": weights,
+            "generator": name,
+            "mapping": mapping.as_dict(),
+            **inv_info,
+            "distance/start_px": motion.pair_distances(handles_rc.round(), targets_rc),
+            "distance/end_px": motion.pair_distances(out.handles_rc, targets_rc),
+        }
+        logger.info("%s: %s, %d iters, reached=%s", sample.sample_id, name, out.iterations, out.reached)
+        return EditResult(image=edited, handles=final_xy, info=info, status="ok")
