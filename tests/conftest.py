@@ -115,10 +115,13 @@ def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     def run(
         *args: str, pythonpath: tuple[Path, ...] = (), timeout: float = 300
     ) -> subprocess.CompletedProcess:
+        flags = [a for a in args if a.startswith("-")]  # e.g. -m: argparse wants flags before overrides
+        args = tuple(a for a in args if not a.startswith("-"))
         command = [
             sys.executable,
             "-m",
             "experiments.run",
+            *flags,
             *OFFLINE,
             "device=cpu",
             "aggregate.n_boot=200",
@@ -137,3 +140,28 @@ def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
 
 __all__ = ["REPO_ROOT", "cli_env"]
+
+
+@pytest.fixture
+def run_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Run the real `@hydra.main` app in this process (no interpreter start-up): `run_app("-m", "k=v", ...)`.
+
+    Hydra's own logging setup is switched off so pytest's log capture keeps working.
+    """
+    from experiments.run import main
+
+    for key, value in cli_env(tmp_path).items():
+        if key.startswith(("DRAGBENCH_", "HF_", "WANDB_")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> None:
+        flags = [a for a in args if a.startswith("-")]
+        overrides = [a for a in args if not a.startswith("-")]
+        quiet = ["hydra/job_logging=none", "hydra/hydra_logging=none", "device=cpu", "aggregate.n_boot=200"]
+        monkeypatch.setattr(sys, "argv", ["experiments.run", *flags, *OFFLINE, *quiet, *overrides])
+        GlobalHydra.instance().clear()
+        main()
+
+    yield run
+    GlobalHydra.instance().clear()

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from harness_fakes import PixelFidelity
+from harness_fakes import PixelFidelity, expected_md
 from PIL import Image
 
 from dragbench.backbone import MissingWeightsError
@@ -20,16 +20,6 @@ from experiments.job import run_job
 from experiments.results_store import ResultsStore
 from experiments.run import run_from_config
 from methods.identity import Identity
-
-
-def expected_md(samples: list[DragSample], shift_x: float = 0.0) -> float:
-    """MD when each handle's feature is found `shift_x` px to the right (exact features), over all pairs."""
-    dists = [
-        np.hypot(*(t - h - [shift_x, 0.0]))
-        for s in samples
-        for h, t in zip(s.handles, s.targets, strict=True)
-    ]
-    return float(np.mean(dists))
 
 
 def test_identity_job_writes_the_job_dir_contract(make_cfg, tiny_samples):
