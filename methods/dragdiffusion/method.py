@@ -1,0 +1,407 @@
+"""DragDiffusion on a real image (SPEC §2): LoRA -> DDIM inversion -> latent drag -> guided denoising.
+
+Reproduces the official DragBench path (`run_drag` of Yujun-Shi/DragDiffusion); the official-ref README
+describes each behaviour and `tests/test_official_ref.py` checks the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+
+from dragbench.backbone import Backbone
+from dragbench.ddim_inversion import ddim_denoise, ddim_invert, drag_timestep
+from dragbench.sample import DragSample
+from dragbench.unet_features import UNetFeatureHooks
+from dragbench.validation import validate_sample
+from methods.base import EditResult
+from methods.dragdiffusion.drag_loop import DragLoopResult, drag_latent
+from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
+from methods.dragdiffusion.mask_term import mask_to_latent
+from methods.dragdiffusion.mutual_self_attention import MutualSelfAttention, classic_attention
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_CHOICES = ("auto", "off")
+
+
+@dataclass
+class DragDiffusionTrace:
+    """Every intermediate of one edit (for tests, notebooks and the official-ref comparison).
+
+    Attributes:
+        token_ids: (77,) prompt token ids.
+        inverted: (1, 4, h, w) z_t after DDIM inversion.
+        drag: the drag loop's outcome (optimised latent, handles, losses, counts).
+        handles_init_rc, targets_rc: (N, 2) float32 points on the supervision grid (row, col).
+        grid_hw: (h, w) of the supervision grid.
+        timestep: DDPM timestep of the drag (681 for 35 of 50).
+        edited_float, reference_float: (1, 3, h8, w8) decoded images in [0, 1] before resizing.
+        image: (H, W, 3) uint8 output, the edited branch resized to the input size and truncated.
+        times: seconds per stage.
+    """
+
+    token_ids: torch.Tensor
+    inverted: torch.Tensor
+    drag: DragLoopResult
+    handles_init_rc: torch.Tensor
+    targets_rc: torch.Tensor
+    grid_hw: tuple[int, int]
+    timestep: int
+    edited_float: torch.Tensor
+    reference_float: torch.Tensor
+    image: np.ndarray
+    times: dict[str, float] = field(default_factory=dict)
+
+
+class DragDiffusion:
+    """DragDiffusion with the official DragBench defaults (SPEC §2); keys = conf/method/dragdiffusion.yaml.
+
+    Args:
+        backbone: SD-1.5-shaped models (real or tiny); shared and left unmodified.
+        inversion_step: DDIM steps inverted (35 of 50 -> t = 681).
+        n_inference_steps: DDIM schedule length (50).
+        guidance_scale: 1.0 (no classifier-free guidance, the official DragBench setting; others unsupported).
+        unet_block: 1-based decoder block whose output are the features (block b = `unet.up_blocks[b-1]`).
+        latent_lr: Adam learning rate on z_t.
+        max_iters: drag-loop iterations at most.
+        r1: motion-supervision patch radius (supervision-grid px).
+        r2: point-tracking search radius (grid px).
+        lam: mask-term weight.
+        stop_distance: all handles closer than this (grid px) -> stop; closer pairs are not supervised.
+        start_layer: first self-attention layer (execution order) under mutual self-attention.
+        start_step: first denoising step (from 0) under mutual self-attention.
+        lora_steps: LoRA fine-tuning steps (0 = no LoRA).
+        lora_rank: LoRA rank (alpha = rank).
+        lora_lr: LoRA AdamW learning rate.
+        lora_batch_size: LoRA batch size.
+        seed: torch seed set before every sample.
+        cache: optional content-addressed cache for LoRA snapshots and inverted latents.
+        autocast: "auto" = CUDA fp16 autocast in the drag loop on GPU (as the official code), fp32 on CPU;
+            "off" = always fp32.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        inversion_step: int = 35,
+        n_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        unet_block: int = 3,
+        latent_lr: float = 0.01,
+        max_iters: int = 80,
+        r1: int = 1,
+        r2: int = 3,
+        lam: float = 0.1,
+        stop_distance: float = 2.0,
+        start_layer: int = 10,
+        start_step: int = 0,
+        lora_steps: int = 80,
+        lora_rank: int = 16,
+        lora_lr: float = 5e-4,
+        lora_batch_size: int = 4,
+        seed: int = 42,
+        cache: Any | None = None,
+        autocast: str = "auto",
+    ) -> None:
+        n_blocks = len(backbone.unet.up_blocks)
+        if not 1 <= unet_block <= n_blocks:
+            raise ValueError(
+                f"unet_block must be in 1..{n_blocks} (1-based up_blocks index), got {unet_block}"
+            )
+        if not 1 <= inversion_step <= n_inference_steps:
+            raise ValueError(
+                f"inversion_step must be in 1..n_inference_steps={n_inference_steps}, got {inversion_step}"
+            )
+        if guidance_scale != 1.0:
+            raise ValueError(
+                f"guidance_scale={guidance_scale}: only 1.0 (the official DragBench path, no CFG) "
+                "is implemented; set method.guidance_scale=1.0"
+            )
+        if autocast not in AUTOCAST_CHOICES:
+            raise ValueError(f"autocast must be one of {AUTOCAST_CHOICES}, got {autocast!r}")
+        if lora_steps < 0:
+            raise ValueError(f"lora_steps must be >= 0, got {lora_steps}")
+        self.backbone = backbone
+        self.inversion_step = inversion_step
+        self.n_inference_steps = n_inference_steps
+        self.guidance_scale = guidance_scale
+        self.unet_block = unet_block
+        self.latent_lr = latent_lr
+        self.max_iters = max_iters
+        self.r1 = r1
+        self.r2 = r2
+        self.lam = lam
+        self.stop_distance = stop_distance
+        self.start_layer = start_layer
+        self.start_step = start_step
+        self.lora_steps = lora_steps
+        self.lora_rank = lora_rank
+        self.lora_lr = lora_lr
+        self.lora_batch_size = lora_batch_size
+        self.seed = seed
+        self.cache = cache
+        self.autocast = autocast
+
+    # ------------------------------------------------------------------ public API
+    def edit(self, sample: DragSample) -> EditResult:
+        """Drag-edit one sample; returns the edited image (input H x W), final handles (x, y) and info."""
+        if self.backbone.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.backbone.device)
+        trace = self.run(sample)
+        handles_xy = grid_rc_to_xy(trace.drag.handles_rc, (sample.height, sample.width), trace.grid_hw)
+        info = {
+            **{f"time/{k}": v for k, v in trace.times.items()},
+            "drag_iterations": trace.drag.iterations,
+            "optimizer_steps": trace.drag.steps,
+            "reached_targets": trace.drag.reached,
+            "losses": list(trace.drag.losses),
+            "peak_mem_mb": self._peak_mem_mb(),
+            "weights": self.backbone.weights,
+            "drag_timestep": trace.timestep,
+            "supervision_grid_hw": list(trace.grid_hw),
+            "latent_hw": list(trace.inverted.shape[-2:]),
+            "handles_init_rc": trace.handles_init_rc.tolist(),
+            "handles_final_rc": trace.drag.handles_rc.tolist(),
+            "targets_rc": trace.targets_rc.tolist(),
+            "mixed_precision": self._mixed_precision(),
+        }
+        return EditResult(image=trace.image, handles=handles_xy, info=info)
+
+    def run(self, sample: DragSample) -> DragDiffusionTrace:
+        """The whole edit, returning every intermediate (`edit` packages this)."""
+        # 0. validate and seed (SPEC §2: seed 42 before every sample)
+        validate_sample(sample)
+        torch.manual_seed(self.seed)
+        bb = self.backbone
+        times: dict[str, float] = {}
+        image_hw = (sample.height, sample.width)
+        grid_hw = supervision_grid_size(*image_hw)
+        handles_rc = xy_to_grid_rc(sample.handles, image_hw, grid_hw).to(bb.device)
+        targets_rc = xy_to_grid_rc(sample.targets, image_hw, grid_hw).to(bb.device)
+        token_ids = self._token_ids(sample.prompt)
+        text_emb = bb.encode_prompt(sample.prompt)  # (1, 77, D)
+
+        # 1. LoRA on the sample (train or fetch snapshots), applied to the shared UNet inside the block
+        start = time.perf_counter()
+        lora_state = self._lora(sample)
+        times["lora"] = time.perf_counter() - start
+        with self._lora_context(lora_state):
+            # 2. + 3. inversion and drag loop (classic attention processor on the no-LoRA path, as official)
+            with self._attention_for_optimisation(lora_state):
+                start = time.perf_counter()
+                inverted = self._invert(sample, text_emb, lora_state)
+                times["inversion"] = time.perf_counter() - start
+                start = time.perf_counter()
+                timestep = drag_timestep(bb.scheduler.config, self.n_inference_steps, self.inversion_step)
+                mask_latent = mask_to_latent(
+                    torch.from_numpy(np.asarray(sample.mask)).to(bb.device),
+                    grid_hw,
+                    tuple(inverted.shape[-2:]),
+                )
+                drag = self._drag(inverted, text_emb, timestep, handles_rc, targets_rc, mask_latent, grid_hw)
+                times["drag"] = time.perf_counter() - start
+            # 4. denoise [reference, edited] with mutual self-attention; decode
+            start = time.perf_counter()
+            reference_float, edited_float = self._denoise_and_decode(sample.prompt, inverted, drag.latent)
+            times["denoise"] = time.perf_counter() - start
+        # 5. back to the input size, uint8 by truncation (as official)
+        image = self._to_uint8(edited_float, image_hw)
+        log.info(
+            "%s: %d drag iterations, reached=%s, %.1fs",
+            sample.sample_id,
+            drag.iterations,
+            drag.reached,
+            sum(times.values()),
+        )
+        return DragDiffusionTrace(
+            token_ids=token_ids,
+            inverted=inverted,
+            drag=drag,
+            handles_init_rc=handles_rc,
+            targets_rc=targets_rc,
+            grid_hw=grid_hw,
+            timestep=timestep,
+            edited_float=edited_float,
+            reference_float=reference_float,
+            image=image,
+            times=times,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def _token_ids(self, prompt: str) -> torch.Tensor:
+        tok = self.backbone.tokenizer
+        return tok(
+            prompt,
+            padding="max_length",
+            max_length=tok.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids[0]
+
+    def _lora(self, sample: DragSample) -> dict[str, torch.Tensor] | None:
+        if self.lora_steps == 0:
+            return None
+        from methods.dragdiffusion.lora import lora_snapshots
+
+        snapshots = lora_snapshots(
+            self.backbone,
+            sample.image,
+            sample.prompt,
+            steps=[self.lora_steps],
+            rank=self.lora_rank,
+            alpha=self.lora_rank,
+            lr=self.lora_lr,
+            batch_size=self.lora_batch_size,
+            seed=self.seed,
+            cache=self.cache,
+        )
+        return snapshots[self.lora_steps]
+
+    def _lora_context(self, lora_state: dict[str, torch.Tensor] | None) -> contextlib.AbstractContextManager:
+        if lora_state is None:
+            return contextlib.nullcontext()
+        from methods.dragdiffusion.lora import lora_applied
+
+        return lora_applied(self.backbone.unet, lora_state, rank=self.lora_rank, alpha=self.lora_rank)
+
+    def _attention_for_optimisation(self, lora_state: dict | None) -> contextlib.AbstractContextManager:
+        # Official: without LoRA `set_default_attn_processor()` (classic attention); with LoRA the loaded
+        # processors (SDPA). The two differ by ~1e-6 on the UNet output.
+        return classic_attention(self.backbone.unet) if lora_state is None else contextlib.nullcontext()
+
+    @torch.no_grad()
+    def _encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W, 3) -> VAE posterior mean x latent scale, (1, 4, h, w)."""
+        bb = self.backbone
+        x = torch.from_numpy(np.ascontiguousarray(image)).float() / 127.5 - 1  # (H, W, 3) in [-1, 1]
+        x = x.permute(2, 0, 1)[None].to(bb.device, bb.dtype)  # (1, 3, H, W)
+        return bb.vae.encode(x).latent_dist.mean * bb.latent_scale
+
+    def _invert(
+        self, sample: DragSample, text_emb: torch.Tensor, lora_state: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        bb = self.backbone
+
+        def compute() -> dict[str, torch.Tensor]:
+            latent = self._encode_image(sample.image)
+            z = ddim_invert(
+                bb.unet, latent, text_emb, bb.scheduler.config, self.n_inference_steps, self.inversion_step
+            )
+            return {"latent": z.detach().cpu()}
+
+        if self.cache is None:
+            return compute()["latent"].to(bb.device)
+        inputs = {
+            "image_sha256": _sha256_array(sample.image),
+            "prompt": sample.prompt,
+            "model": bb.name,
+            "weights": bb.weights,
+            "device": str(bb.device),
+            "dtype": str(bb.dtype),
+            "lora_sha256": None if lora_state is None else _sha256_state(lora_state),
+            "n_inference_steps": self.n_inference_steps,
+            "inversion_step": self.inversion_step,
+            "attention": "classic" if lora_state is None else "sdpa",
+        }
+        return self.cache.get_or_compute("inversion", inputs, compute)["latent"].to(bb.device)
+
+    def _mixed_precision(self) -> bool:
+        return self.autocast == "auto" and self.backbone.device.type == "cuda"
+
+    def _drag(
+        self,
+        inverted: torch.Tensor,
+        text_emb: torch.Tensor,
+        timestep: int,
+        handles_rc: torch.Tensor,
+        targets_rc: torch.Tensor,
+        mask_latent: torch.Tensor,
+        grid_hw: tuple[int, int],
+    ) -> DragLoopResult:
+        bb = self.backbone
+        block = self.unet_block - 1  # 1-based knob -> up_blocks index
+        scheduler = bb.fresh_scheduler()
+        scheduler.set_timesteps(self.n_inference_steps)
+        with UNetFeatureHooks(bb.unet, [block]) as hooks:
+
+            def forward(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                eps = bb.unet(latent, timestep, encoder_hidden_states=text_emb).sample
+                feats = F.interpolate(hooks.features[block], grid_hw, mode="bilinear")  # (1, C, gh, gw)
+                x_prev = scheduler.step(eps, timestep, latent).prev_sample  # (1, 4, h, w)
+                return feats, x_prev
+
+            return drag_latent(
+                inverted,
+                forward,
+                handles_rc,
+                targets_rc,
+                mask_latent,
+                lr=self.latent_lr,
+                max_iters=self.max_iters,
+                r1=self.r1,
+                r2=self.r2,
+                lam=self.lam,
+                stop_distance=self.stop_distance,
+                mixed_precision=self._mixed_precision(),
+            )
+
+    @torch.no_grad()
+    def _denoise_and_decode(
+        self, prompt: str, inverted: torch.Tensor, dragged: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        bb = self.backbone
+        latents = torch.cat(
+            [inverted, dragged.to(inverted.dtype)], dim=0
+        )  # (2, 4, h, w): [reference, edited]
+        text_emb = bb.encode_prompt([prompt, prompt])  # (2, 77, D), one batch as the official pipeline call
+        with MutualSelfAttention(
+            bb.unet, start_layer=self.start_layer, start_step=self.start_step
+        ) as control:
+            latents = ddim_denoise(
+                bb.unet,
+                latents,
+                text_emb,
+                bb.scheduler.config,
+                self.n_inference_steps,
+                self.inversion_step,
+                step_callback=control.on_step,
+            )
+        images = bb.vae.decode(latents * (1 / bb.latent_scale)).sample  # (2, 3, 8h, 8w) in [-1, 1]
+        images = (images / 2 + 0.5).clamp(0, 1)
+        return images[0:1], images[1:2]
+
+    @staticmethod
+    def _to_uint8(image_float: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
+        resized = F.interpolate(image_float.float(), image_hw, mode="bilinear")  # (1, 3, H, W)
+        array = resized[0].permute(1, 2, 0).cpu().numpy()  # (H, W, 3) in [0, 1]
+        return (array * 255).astype(np.uint8)  # truncation, as the official script
+
+    def _peak_mem_mb(self) -> float:
+        if self.backbone.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.backbone.device) / 2**20
+        return psutil.Process().memory_info().rss / 2**20
+
+
+def _sha256_array(array: np.ndarray) -> str:
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _sha256_state(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
