@@ -57,7 +57,7 @@ def panel_rows(summary: pd.DataFrame, panel: Panel) -> pd.DataFrame:
 
 def _panels(summary: pd.DataFrame) -> list[tuple[Panel, pd.DataFrame]]:
     panels = [(p, panel_rows(summary, p)) for p in FIG7_PANELS]
-    return [(p, rows) for p, rows in panels if rows[p.knob].nunique() > 1]
+    return [(p, rows) for p, rows in panels if p.knob in rows and rows[p.knob].nunique() > 1]
 
 
 def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:

@@ -1,0 +1,140 @@
+"""Figures and comparison tables are drawn from result files only, with the right points in each panel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from experiments import compare, figures
+from experiments.figures import NOT_COMPARABLE, panel_rows, plot_fig7
+from experiments.sweep_callback import collect_sweep
+
+FIG7_POINTS = (
+    [(t, 80, 3) for t in (10, 20, 30, 40, 50)]
+    + [(35, s, 3) for s in (0, 20, 40, 60, 100)]
+    + [(35, 80, b) for b in (1, 2, 4)]
+    + [(35, 80, 3)]
+)
+
+
+def fig7_summary(weights: str = "random") -> pd.DataFrame:
+    """A summary.csv as the fig7 sweep writes it; MD = t + steps / 10 + block (easy to read back)."""
+    rows = []
+    for job, (t, s, b) in enumerate(FIG7_POINTS):
+        md = t + s / 10 + b
+        rows.append(
+            dict(
+                job=job,
+                inversion_step=t,
+                lora_steps=s,
+                unet_block=b,
+                mean_distance=md,
+                mean_distance_ci_low=md - 1,
+                mean_distance_ci_high=md + 1,
+                image_fidelity=1 - md / 100,
+                image_fidelity_ci_low=0.5,
+                image_fidelity_ci_high=1.0,
+                weights=weights,
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def _md_lines(fig) -> list[tuple[list[float], list[float]]]:
+    primary = [ax for ax in fig.axes if ax.get_ylabel() == "MD (↓)"]
+    return [(list(ax.lines[0].get_xdata()), list(ax.lines[0].get_ydata())) for ax in primary]
+
+
+def test_fig7_has_one_panel_per_ablation_with_the_shared_default_point():
+    fig = plot_fig7(fig7_summary())
+    (xa, ya), (xb, yb), (xc, yc) = _md_lines(fig)
+    assert xa == [10, 20, 30, 35, 40, 50] and ya == [t + 8 + 3 for t in xa]
+    assert xb == [0, 20, 40, 60, 80, 100] and yb == [35 + s / 10 + 3 for s in xb]
+    assert xc == [1, 2, 3, 4] and yc == [35 + 8 + b for b in xc]
+    assert NOT_COMPARABLE in fig._suptitle.get_text()
+    assert len(fig.axes) == 6  # three panels, each with a twin IF axis
+
+
+def test_real_weights_are_not_labelled_and_single_sweeps_get_one_panel():
+    lora_only = fig7_summary("real").query("inversion_step == 35 and unet_block == 3")
+    fig = plot_fig7(lora_only)
+    assert [x for x, _ in _md_lines(fig)] == [[0, 20, 40, 60, 80, 100]]
+    assert NOT_COMPARABLE not in fig._suptitle.get_text()
+    assert list(panel_rows(lora_only, figures.FIG7_PANELS[1])["lora_steps"]) == [0, 20, 40, 60, 80, 100]
+
+
+def test_a_sweep_without_fig7_knobs_gets_one_panel_per_job():
+    summary = pd.DataFrame(
+        dict(mean_distance=[3.0, 4.0], image_fidelity=[0.9, 0.8], weights=["real", "real"])
+    )
+    ((x, y),) = _md_lines(plot_fig7(summary))
+    assert x == [0, 1] and y == [3.0, 4.0]
+
+
+def _fake_job(job_dir: Path, knobs: tuple[int, int, int], md: float, statuses: list[str]) -> None:
+    (job_dir / ".hydra").mkdir(parents=True)
+    t, s, b = knobs
+    (job_dir / ".hydra/overrides.yaml").write_text(yaml.safe_dump([f"method.lora_steps={s}", "logger=none"]))
+    (job_dir / "config_resolved.yaml").write_text(
+        yaml.safe_dump(
+            {"method": {"_target_": "x.DragDiffusion", "inversion_step": t, "lora_steps": s, "unet_block": b}}
+        )
+    )
+    metrics = dict(
+        mean_distance=md,
+        mean_distance_ci=[md - 1, md + 1],
+        image_fidelity=0.9,
+        image_fidelity_ci=[0.85, 0.95],
+        n_samples=statuses.count("ok"),
+        n_pairs=3,
+        n_failed=0,
+        weights="random",
+        config={"method": {"_target_": "x.DragDiffusion"}},
+    )
+    (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    pd.DataFrame(
+        dict(
+            sample_id=[f"a/{i}" for i in range(len(statuses))],
+            status=statuses,
+            seconds=[2.0, 4.0, 6.0][: len(statuses)],
+            peak_mem_mb=[100.0, 300.0, 200.0][: len(statuses)],
+        )
+    ).to_csv(job_dir / "results.csv", index=False)
+
+
+def test_figures_cli_redraws_from_job_dirs_without_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, steps in enumerate((40, 80)):
+        _fake_job(sweep / str(job), (35, steps, 3), md=10.0 + job, statuses=["ok", "ok"])
+    collected = collect_sweep(sweep, list(figures.FIG7_KNOBS))
+    assert list(collected["lora_steps"]) == [40, 80] and list(collected["override:method.lora_steps"]) == [
+        "40",
+        "80",
+    ]
+    assert "override:logger" not in collected  # not swept
+    figures.main([str(sweep), "--out", str(tmp_path / "figs")])
+    for suffix in (".png", ".pdf"):
+        assert (tmp_path / "figs" / f"fig7{suffix}").stat().st_size > 1000
+
+
+def test_compare_table_markdown_and_scatter(tmp_path, capsys):
+    _fake_job(tmp_path / "a", (35, 80, 3), md=30.0, statuses=["ok", "ok"])
+    _fake_job(tmp_path / "b", (35, 80, 3), md=50.0, statuses=["ok", "failed"])
+    table = compare.compare_runs([tmp_path / "a", tmp_path / "b"])
+    assert list(table["coverage"]) == [1.0, 0.5]
+    assert list(table["seconds_per_edit"]) == [3.0, 2.0]  # mean over ok samples only
+    assert list(table["peak_mem_mb"]) == [300.0, 300.0]
+    assert table.loc[1, "mean_distance_ci_low"] == pytest.approx(49.0)
+    compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")])
+    markdown = (tmp_path / "cmp/comparison.md").read_text()
+    assert (
+        "| DragDiffusion | 50.00 [49.00, 51.00] | 0.900 [0.850, 0.950] | 2.00 | 300 | 1/2 (50%) |" in markdown
+    )
+    assert markdown in capsys.readouterr().out
+    assert np.allclose(pd.read_csv(tmp_path / "cmp/comparison.csv")["mean_distance"], [30.0, 50.0])
+    assert (tmp_path / "cmp/md_vs_if.png").stat().st_size > 1000
