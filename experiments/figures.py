@@ -48,7 +48,9 @@ def panel_rows(summary: pd.DataFrame, panel: Panel) -> pd.DataFrame:
     This is how the union sweep (experiment=fig7) splits into three panels; the shared default point
     appears in every panel.
     """
-    rows = summary[summary[panel.knob].notna()] if panel.knob in summary else summary.iloc[0:0]
+    if panel.knob not in summary:
+        return summary.iloc[0:0]
+    rows = summary[summary[panel.knob].notna()]
     for other in FIG7_PANELS:
         if other.knob != panel.knob and other.knob in rows:
             rows = rows[rows[other.knob].isna() | (rows[other.knob] == other.default)]
