@@ -299,6 +299,7 @@ class LoraTrainer:
         cache: optional content-addressed cache (`dragbench.cache.Cache`); snapshots go to namespace "lora".
         progress: show a tqdm bar (off by default: no bars inside sweep jobs).
         steps_taken: optimiser steps this trainer has run (0 when every snapshot came from the cache).
+        losses: per-step training ε-MSE of the last run this trainer trained (empty if none).
     """
 
     rank: int = 16
@@ -310,6 +311,7 @@ class LoraTrainer:
     cache: SnapshotCache | None = None
     progress: bool = False
     steps_taken: int = field(default=0, init=False)
+    losses: list[float] = field(default_factory=list, init=False)
 
     def resolved_size(self, backbone: Backbone) -> int:
         """Crop side in pixels for this backbone."""
@@ -380,6 +382,7 @@ class LoraTrainer:
         last = snapshot_steps[-1]
         log.info("LoRA: training %d steps at %dpx (rank %d, lr %g)", last, size, self.rank, self.lr)
         LORA_STATS["trainings"] += 1
+        self.losses = []
         unet = backbone.unet
         with _adapter_added(unet, self.rank, self.alpha) as params, torch.enable_grad():
             trainable = self._init_trainable(params, generator)
@@ -398,6 +401,7 @@ class LoraTrainer:
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                self.losses.append(loss.item())
                 self.steps_taken += 1
                 LORA_STATS["optimizer_steps"] += 1
                 if step in snapshot_steps:
