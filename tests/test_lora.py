@@ -199,6 +199,24 @@ def test_real_cache_roundtrip_trains_once(backbone, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_from_cached_training_state_is_bit_exact(backbone, tmp_path):
+    from dragbench.cache import Cache
+
+    kw = dict(batch_size=1, train_size=SIZE)
+    straight = LoraTrainer(**kw).snapshots(backbone, _image(), PROMPT, [3, 5])  # no cache: from scratch
+    cache = Cache(tmp_path)
+    a = LoraTrainer(**kw, cache=cache)
+    a.snapshots(backbone, _image(), PROMPT, [2])  # a sweep's first point: stores snapshot 2 + its state
+    b = LoraTrainer(**kw, cache=cache)
+    got = b.snapshots(backbone, _image(), PROMPT, [0, 3, 5])
+    assert (a.steps_taken, b.steps_taken) == (2, 3)  # continued from step 2, not from 0
+    assert all(torch.equal(got[s][k], straight[s][k]) for s in (3, 5) for k in straight[s])
+    assert all(v.abs().max() == 0 for k, v in got[0].items() if ".lora_B." in k)
+    c = LoraTrainer(**kw, cache=cache)
+    c.snapshots(backbone, _image(), PROMPT, [4])  # states exist at 2 and 5: continue from 2
+    assert c.steps_taken == 2
+
+
 # --- applying / removing ----------------------------------------------------------------------------------
 
 
