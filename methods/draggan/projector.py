@@ -180,7 +180,7 @@ def project(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(rec))
+        losses.append(float(rec.detach()))
         if optimize_noise:
             with torch.no_grad():
                 for n in noises:
@@ -206,5 +206,5 @@ def pivotal_tuning(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return tuned.requires_grad_(False), losses
