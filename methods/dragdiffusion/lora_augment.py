@@ -65,7 +65,7 @@ def random_crop_offsets(
 
 def to_model_range(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (3, H, W) in [-1, 1] (torchvision `ToTensor` + `Normalize(0.5, 0.5)`)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0  # (3, H, W)
     return (x - 0.5) / 0.5
 
 
