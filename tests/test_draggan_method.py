@@ -68,7 +68,8 @@ def test_paper_config_routes_and_fails_fast_without_weights(make_cfg, monkeypatc
     assert (cfg.method.lr, cfg.method.r1, cfg.method.r2, cfg.method.lam) == (2e-3, 3, 12, 20)
     assert (cfg.method.feature_block, cfg.method.n_optimized_layers) == (6, 6)
     method = instantiate(cfg.method, inversion_loss="mse")  # the LPIPS trunk is not on this machine
-    assert isinstance(method, DragMethod)
+    assert isinstance(method, DragMethod) and method.weights == "real"
+    assert tiny_method().weights == "random"
     other = _square_sample("land_scape")
     result = method.edit(other)
     assert result.status == "unsupported" and "land_scape" in result.info["reason"]

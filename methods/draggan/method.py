@@ -136,6 +136,11 @@ class DragGAN:
         self.loss = ReconstructionLoss(inversion_loss, lpips_net).to(self.device)
         self._generators: dict[str, tuple[Generator, str]] = {}
 
+    @property
+    def weights(self) -> str:
+        """Run-level weights label: "random" if any configured checkpoint is the tiny random generator."""
+        return "random" if RANDOM_WEIGHTS in self.checkpoints.values() else "real"
+
     def generator(self, name: str) -> tuple[Generator, str]:
         """The (memoised) generator for checkpoint `name` and its weights label ("real" | "random")."""
         if name not in self._generators:
