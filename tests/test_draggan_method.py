@@ -19,7 +19,7 @@ from dragbench.sample import DragSample
 from methods.base import DragMethod
 from methods.draggan import DragGAN
 from methods.draggan.canvas import image_to_square, mask_to_square, paste_square, plan_square
-from methods.draggan.projector import ReconstructionLoss, project
+from methods.draggan.projector import ReconstructionLoss, pivotal_tuning, project
 from methods.draggan.stylegan2 import build_tiny_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +97,19 @@ def test_inversion_reconstruction_error_falls() -> None:
     first, last = np.mean(proj.losses[:3]), np.mean(proj.losses[-3:])
     assert last < 0.2 * first, proj.losses  # measured: first 3 steps 0.45, last 3 steps 0.043
     assert proj.ws.shape == (1, g.num_ws, g.w_dim)
+
+
+def test_w_projection_then_pivotal_tuning_lowers_the_error_and_leaves_g_untouched() -> None:
+    g = build_tiny_generator(resolution=32, channel_base=256, channel_max=16, seed=0)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # not in G's range
+    loss = ReconstructionLoss("mse")
+    proj = project(g, target, loss, steps=10, lr=0.1, space="w", w_avg_samples=64, seed=0)
+    assert torch.equal(proj.ws[:, 0], proj.ws[:, -1])  # W: one latent for every layer
+    tuned, losses = pivotal_tuning(g, proj, target, loss, steps=15, lr=3e-3)
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())  # tuned a copy
+    assert not any(p.requires_grad for p in tuned.parameters())
 
 
 def _square_sample(category: str, size: int = 96) -> DragSample:
