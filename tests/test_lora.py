@@ -20,7 +20,12 @@ from methods.dragdiffusion.lora import (
     lora_snapshots,
     save_lora,
 )
-from methods.dragdiffusion.lora_augment import random_crop_offsets, resize_shorter_side, to_model_range
+from methods.dragdiffusion.lora_augment import (
+    CropLatentSampler,
+    random_crop_offsets,
+    resize_shorter_side,
+    to_model_range,
+)
 
 PROMPT = "a photo of a striped cat"
 SIZE = 64  # 64 px image -> 8x8 latent: the smallest the tiny SD topology (3 downsamples) accepts
@@ -105,6 +110,20 @@ def test_random_crop_offsets_cover_the_valid_range():
         random_crop_offsets(10, 64, 64, 1, g)
     x = to_model_range(np.array([[[0, 255, 128]]], np.uint8))
     assert torch.allclose(x.flatten(), torch.tensor([-1.0, 1.0, 128 / 127.5 - 1]), atol=1e-6)
+
+
+def test_crop_latent_sampler_on_a_landscape_image(backbone):
+    wide = np.concatenate([_image(), _image()[:, :32]], axis=1)  # (64, 96, 3): crops slide along x
+    sampler = CropLatentSampler(backbone, wide, SIZE, torch.Generator().manual_seed(0))
+    z = sampler.sample(6)
+    assert z.shape == (6, 4, 8, 8) and 1 < len(sampler.posteriors) <= 6
+    assert all(t == 0 and 0 <= left <= 32 for t, left in sampler.posteriors)
+    again = CropLatentSampler(backbone, wide, SIZE, torch.Generator().manual_seed(0)).sample(6)
+    assert torch.equal(z, again)
+    first = tuple(random_crop_offsets(64, 96, SIZE, 6, torch.Generator().manual_seed(0))[0].tolist())
+    mean, std = sampler.posteriors[first]
+    eps = (z[0] / backbone.latent_scale - mean) / std  # a posterior *sample*: eps ~ N(0, 1), not 0
+    assert abs(eps.mean()) < 0.2 and 0.8 < eps.std() < 1.2
 
 
 # --- training ---------------------------------------------------------------------------------------------

@@ -265,10 +265,8 @@ class LoraTrainer:
                     snaps[resume[0]] = lora_state_dict(unet)
             unet.train()
             for step in self._step_range(first, last):
-                latents = crops.sample(self.batch_size)
-                noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
-                t = torch.randint(0, n_train_t, (self.batch_size,), generator=generator).to(latents.device)
-                loss = denoising_loss(unet, scheduler, latents, noise, t, text)
+                batch = self._draw_batch(crops, generator, n_train_t)
+                loss = denoising_loss(unet, scheduler, *batch, text)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -281,6 +279,15 @@ class LoraTrainer:
                 state = _training_state(params, optimizer, generator)
                 self.cache.put(RESUME_NAMESPACE, {**base, "step": last}, state)
         return snaps
+
+    def _draw_batch(
+        self, crops: CropLatentSampler, generator: torch.Generator, n_train_t: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One step's (latents, ε, t): crops and posterior samples, then noise, then uniform timesteps."""
+        latents = crops.sample(self.batch_size)  # (B, 4, h, w)
+        noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+        t = torch.randint(0, n_train_t, (self.batch_size,), generator=generator).to(latents.device)
+        return latents, noise, t
 
     def _find_resume_state(self, base: dict | None, snapshot_steps: list[int]) -> tuple[int, dict] | None:
         """The latest cached training state we may continue from, as (step, tensors), or None.
