@@ -255,8 +255,10 @@ class DragGAN:
         mapping = plan_square(sample.height, sample.width, points, res, self.canvas)
         square = image_to_square(sample.image, mapping)
         fixed = torch.from_numpy(~mask_to_square(sample.mask, mapping)).to(self.device, torch.float32)
-        handles_rc = torch.from_numpy(xy_to_rc(mapping.to_square(sample.handles))).to(self.device)
-        targets_rc = torch.from_numpy(xy_to_rc(mapping.to_square(sample.targets))).to(self.device)
+        handles_rc, targets_rc = (
+            torch.tensor(xy_to_rc(mapping.to_square(p)), dtype=torch.float32, device=self.device)
+            for p in (sample.handles, sample.targets)
+        )  # (N, 2) (row, col) generator pixels
         handles_rc = handles_rc.clamp(0, res - 1)
         target_img = to_tensor_image(square, self.device)
         t0 = time.perf_counter()  # 3. invert
