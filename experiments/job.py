@@ -27,7 +27,7 @@ from methods.base import DragMethod, EditResult
 
 log = logging.getLogger(__name__)
 
-STAGE_PREFIX = "time/"  # EditResult.info keys "time/<stage>" become results.csv columns "seconds_<stage>"
+STAGE_PREFIX = "time/"  # info "time/<stage>" -> column "seconds_<stage>"; other scalars -> "info/<key>"
 MB = 2**20
 
 
@@ -170,6 +170,13 @@ def process_sample(
                 f"seconds_{k[len(STAGE_PREFIX) :]}": v
                 for k, v in result.info.items()
                 if k.startswith(STAGE_PREFIX)
+            }
+        )
+        row.update(
+            {
+                f"info/{k}": v
+                for k, v in result.info.items()
+                if isinstance(v, (bool, int, float, str)) and not k.startswith(STAGE_PREFIX)
             }
         )
         row.update(
