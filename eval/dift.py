@@ -121,6 +121,21 @@ class DiftFeaturizer:
         noisy = bb.scheduler.add_noise(latents, noise, timesteps)  # (E, 4, h8, w8)
         text = bb.encode_prompt(prompt).expand(e, -1, -1)  # (E, 77, D)
         with UNetFeatureHooks(bb.unet, [self.up_ft_index]) as hooks:
-            bb.unet(noisy, timesteps, encoder_hidden_states=text)
+            # registered after the recording hook, so it fires once the feature is stored
+            stop = bb.unet.up_blocks[self.up_ft_index].register_forward_hook(_stop_forward)
+            try:
+                bb.unet(noisy, timesteps, encoder_hidden_states=text)
+            except _FeatureReady:  # the later up blocks and conv_out are not needed (the official code
+                pass  # also breaks out of its up-block loop after the last wanted index)
+            finally:
+                stop.remove()
             feats = hooks.features[self.up_ft_index]  # (E, C, h, w)
         return feats.float().mean(dim=0)  # (C, h, w): ensemble average
+
+
+class _FeatureReady(Exception):
+    """Control flow only: raised by `_stop_forward` to skip the rest of the UNet once the feature is in."""
+
+
+def _stop_forward(_module: torch.nn.Module, _inputs: object, _output: object) -> None:
+    raise _FeatureReady

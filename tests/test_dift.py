@@ -106,3 +106,14 @@ def test_original_features_cached_and_reused(backbone, tmp_path):
     assert cache.stats["dift/miss"] == 1 and cache.stats["dift/hit"] == 1
     np.testing.assert_array_equal(s1.distances, s2.distances)
     assert s1.image_fidelity == 1.0 and ev.weights == "random"
+
+
+def test_early_exit_after_wanted_block_gives_full_forward_features(backbone, monkeypatch):
+    import eval.dift as dift_mod
+
+    img = smooth_image(64, 64)
+    early = DiftFeaturizer(backbone, ensemble_size=2)(img, "x")
+    monkeypatch.setattr(dift_mod, "_stop_forward", lambda *args: None)  # run the whole UNet instead
+    full = DiftFeaturizer(backbone, ensemble_size=2)(img, "x")
+    torch.testing.assert_close(early, full, rtol=0, atol=0)
+    assert all(len(b._forward_hooks) == 0 for b in backbone.unet.up_blocks)
