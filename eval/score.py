@@ -1,7 +1,7 @@
 """Score any folder of edits in the official layout against DragBench (SPEC §3 MD and IF, with CIs).
 
     python -m eval.score EDITS_DIR --bench ROOT [--eval official|tiny] [--variant standard|masked|normalised]
-                         [--out DIR]
+                         [--out DIR] [--pretrained ID_OR_DIR] [--local-files-only]
 
 EDITS_DIR holds `<category>/<name>/dragged_image.png` (as DragDiffusion's scripts and experiments.run write).
 Missing edits are listed and counted as status=skipped, never fatal.
@@ -123,13 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval", choices=sorted(EVALUATORS), default="official", help="metric models")
     parser.add_argument("--variant", choices=MD_VARIANTS, default="standard", help="MD variant")
     parser.add_argument("--out", type=Path, default=None, help="where CSVs/JSON go (default: EDITS_DIR)")
+    parser.add_argument("--pretrained", default=None, help="eval=official: SD-2.1 hub id or folder")
+    parser.add_argument("--local-files-only", action="store_true", help="eval=official only: never download")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.edits_dir.is_dir():
         print(f"error: edits folder {args.edits_dir} does not exist", file=sys.stderr)
         return 2
+    extra = {}
+    if args.eval == "official":
+        extra = {"local_files_only": args.local_files_only}
+        if args.pretrained is not None:
+            extra["pretrained"] = args.pretrained
+    elif args.pretrained is not None or args.local_files_only:
+        parser.error("--pretrained / --local-files-only apply to --eval official only")
     try:
-        evaluator = EVALUATORS[args.eval](variant=args.variant)
+        evaluator = EVALUATORS[args.eval](variant=args.variant, **extra)
     except MissingWeightsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import shutil
 from pathlib import Path
@@ -93,10 +92,8 @@ def test_official_without_weights_is_one_line_naming_both(tmp_path, monkeypatch,
         official_evaluator(pretrained="stabilityai/stable-diffusion-2-1", local_files_only=True, device="cpu")
     msg = str(info.value)
     assert "\n" not in msg and "stable-diffusion-2-1" in msg and "alexnet-owt-7be5be79.pth" in msg
-    monkeypatch.setitem(score_mod.EVALUATORS, "official", functools.partial(official_evaluator,
-                                                                              local_files_only=True))
     (tmp_path / "edits").mkdir()
-    assert score_mod.main([str(tmp_path / "edits"), "--bench", str(tmp_path)]) == 2
+    assert score_mod.main([str(tmp_path / "edits"), "--bench", str(tmp_path), "--local-files-only"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "alexnet" in err and "stable-diffusion-2-1" in err
 
@@ -111,3 +108,20 @@ def test_yaml_matches_factory_signature(name, factory):
         if not (isinstance(value, str) and value.startswith("${")):
             assert params[key].default == value, key
     assert score_mod.EVALUATORS[name] is factory
+
+
+def test_weights_label_real_only_when_both_parts_real():
+    class Part:
+        def __init__(self, weights):
+            self.weights = weights
+
+        def __call__(self, *args):
+            raise AssertionError("not called")
+
+    assert Evaluator(Part("real"), Part("real")).weights == "real"
+    assert Evaluator(Part("real"), Part("random")).weights == "random"
+    assert Evaluator(Part("random"), Part("real")).weights == "random"
+    assert Evaluator(Part("real"), Part("real"), variant="masked").describe() == {
+        "metric_version": "1", "weights": "real", "md_variant": "masked"}
+    with pytest.raises(ValueError, match="standard, masked, normalised"):
+        Evaluator(Part("real"), Part("real"), variant="m-MD")
