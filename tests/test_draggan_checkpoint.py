@@ -87,13 +87,21 @@ class _Persistent:
         return (self.fake.reconstruct, (meta,))
 
 
-def write_official_pickle(g: Generator, path: Path, sentinel: Path) -> None:
-    """Write `{'G': ..., 'G_ema': ..., 'training_set_kwargs': EasyDict}` as NVIDIA's training loop does."""
+def write_official_pickle(g: Generator, path: Path, sentinel: Path, flat: bool = False) -> None:
+    """Write `{'G': ..., 'G_ema': ..., 'training_set_kwargs': EasyDict}` as NVIDIA's training loop does.
+
+    flat=False: stylegan2-ada-pytorch's `synthesis_kwargs={...}`; flat=True: the stylegan3 repo's
+    networks_stylegan2 (DragGAN's checkpoints), whose Generator takes the synthesis kwargs as `**kwargs`.
+    """
     src = f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('pwned')\n"  # runs if ever exec'd
     with _fake_nvidia_modules() as fake:
         kw = dict(g.init_kwargs)
         kw["mapping_kwargs"] = fake.EasyDict(kw["mapping_kwargs"])
-        kw["synthesis_kwargs"] = fake.EasyDict(kw["synthesis_kwargs"], num_fp16_res=0, conv_clamp=None)
+        syn = fake.EasyDict(kw.pop("synthesis_kwargs"), num_fp16_res=0, conv_clamp=None)
+        if flat:
+            kw.update(syn)
+        else:
+            kw["synthesis_kwargs"] = syn
         data = {
             "G": _Persistent(g, fake, src, kw),
             "G_ema": _Persistent(g, fake, src, kw),
@@ -115,19 +123,21 @@ def _assert_same_generator(a: Generator, b: Generator) -> None:
     assert torch.equal(a(z)[0], b(z)[0])
 
 
+@pytest.mark.parametrize("flat", [False, True], ids=["ada_layout", "stylegan3_repo_layout"])
 def test_official_shaped_pickle_round_trip_without_running_embedded_code(
-    tiny: Generator, tmp_path: Path
+    tiny: Generator, tmp_path: Path, flat: bool
 ) -> None:
     sentinel = tmp_path / "pwned.txt"
     path = tmp_path / "network-snapshot.pkl"
-    write_official_pickle(tiny, path, sentinel)
+    write_official_pickle(tiny, path, sentinel, flat=flat)
     raw = path.read_bytes()
     assert b"torch_utils.persistence" in raw and b"_reconstruct_persistent_obj" in raw  # the official shape
     assert b"torch.storage" in raw and b"dnnlib.util" in raw
     loaded = load_generator(path)
     assert not sentinel.exists()  # the embedded source was never executed
     _assert_same_generator(loaded.generator, tiny)
-    assert loaded.init_kwargs["synthesis_kwargs"]["channel_base"] == 256
+    syn = loaded.init_kwargs if flat else loaded.init_kwargs["synthesis_kwargs"]
+    assert (syn["channel_base"], syn["num_fp16_res"], syn["conv_clamp"]) == (256, 0, None)
     assert loaded.init_kwargs["mapping_kwargs"] == {"num_layers": 2}
     assert (
         loaded.meta["class_name"] == "Generator" and loaded.meta["persistence_version"] == PERSISTENCE_VERSION

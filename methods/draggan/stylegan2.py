@@ -472,23 +472,30 @@ class Generator(nn.Module):
 IGNORED_SYNTHESIS_KWARGS = ("fp16_channels_last", "channels_last", "resample_filter")
 
 
+GENERATOR_KWARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+SYNTHESIS_KWARGS = ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture")
+
+
 def build_generator(init_kwargs: dict) -> Generator:
-    """Build a Generator from official `G_ema.init_kwargs` (speed-only kwargs are dropped).
+    """Build a Generator from official `G_ema.init_kwargs`; speed-only kwargs are dropped.
+
+    Accepts both layouts: stylegan2-ada-pytorch (`synthesis_kwargs={...}`) and the stylegan3 repo's
+    `networks_stylegan2` (synthesis kwargs flattened into the Generator's kwargs, as DragGAN's checkpoints).
 
     Raises:
         ValueError: on kwargs this implementation does not understand.
     """
-    kw = {k: v for k, v in init_kwargs.items()}
-    syn = {
-        k: v
-        for k, v in dict(kw.pop("synthesis_kwargs", {}) or {}).items()
-        if k not in IGNORED_SYNTHESIS_KWARGS
-    }
+    kw = dict(init_kwargs)
     mapping = dict(kw.pop("mapping_kwargs", {}) or {})
-    allowed = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"}
-    unknown = set(kw) - allowed
+    syn = dict(kw.pop("synthesis_kwargs", {}) or {})
+    syn.update({k: kw.pop(k) for k in list(kw) if k in SYNTHESIS_KWARGS + IGNORED_SYNTHESIS_KWARGS})
+    syn = {k: v for k, v in syn.items() if k not in IGNORED_SYNTHESIS_KWARGS}
+    unknown = sorted(set(kw) - set(GENERATOR_KWARGS)) + sorted(set(syn) - set(SYNTHESIS_KWARGS))
     if unknown:
-        raise ValueError(f"unsupported Generator init kwargs {sorted(unknown)}; supported: {sorted(allowed)}")
+        raise ValueError(
+            f"unsupported Generator init kwargs {unknown}; supported: "
+            f"{list(GENERATOR_KWARGS)} + synthesis {list(SYNTHESIS_KWARGS)}"
+        )
     return Generator(mapping_kwargs=mapping, synthesis_kwargs=syn, **kw)
 
 
