@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dragbench.backbone import MissingWeightsError, resolve_device
+from dragbench.backbone import resolve_device
 from experiments import CONF_DIR, REPO_ROOT, provenance
 from experiments.job import run_job
 
@@ -25,14 +25,19 @@ log = logging.getLogger(__name__)
 RESOLVED_CONFIG = "config_resolved.yaml"
 
 
-def instantiate(node: DictConfig) -> Any:
-    """hydra.utils.instantiate with plain-python containers, logging "Instantiating <target>"."""
+def instantiate(node: DictConfig, key: str) -> Any:
+    """hydra.utils.instantiate with plain-python containers, logging "Instantiating <target>".
+
+    Raises:
+        FileNotFoundError: (incl. MissingWeightsError) data or weights absent; one line naming the config key.
+    """
     log.info("Instantiating <%s>", node._target_)
     try:
         return hydra.utils.instantiate(node, _convert_="all")
     except InstantiationException as err:
-        if isinstance(err.__cause__, MissingWeightsError):  # keep its one-line message, not Hydra's wrapper
-            raise err.__cause__ from None
+        cause = err.__cause__
+        if isinstance(cause, FileNotFoundError):  # one line naming the config key, not Hydra's wrapper
+            raise type(cause)(f"{key}: {cause} (see `{key}.*` overrides)") from None
         raise
 
 
@@ -60,18 +65,18 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     """Build every object from `cfg` and run the job; the testable body of `main`.
 
     Raises:
-        MissingWeightsError: real weights were asked for and are absent (one-line message).
+        FileNotFoundError: data absent, or MissingWeightsError: real weights absent (one-line messages).
     """
-    store = instantiate(cfg.store)
+    store = instantiate(cfg.store, "store")
     config = resolved_config(cfg)
     store.write_text(RESOLVED_CONFIG, OmegaConf.to_yaml(config))
     ident = job_identity(cfg)
     device = resolve_device(cfg.device)
-    samples = instantiate(cfg.dataset)
-    method = instantiate(cfg.method)
-    evaluator = instantiate(cfg.eval)
+    samples = instantiate(cfg.dataset, "dataset")
+    method = instantiate(cfg.method, "method")
+    evaluator = instantiate(cfg.eval, "eval")
     run_info = {**provenance.collect(REPO_ROOT, device), "overrides": ident["overrides"], "config": config}
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    logger = instantiate(cfg.logger, "logger") if cfg.get("logger") else None
     job_type = cfg.method._target_.rsplit(".", 1)[-1]
     session = (
         logger.session(
@@ -107,7 +112,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info("Output dir: %s", cfg.paths.output_dir)
     try:
         metrics = run_from_config(cfg)
-    except MissingWeightsError as err:
+    except FileNotFoundError as err:  # missing data or weights (MissingWeightsError)
         log.error("%s", err)  # one line, no traceback (STYLE.md: fail fast with one message)
         raise SystemExit(1) from None
     except Exception:

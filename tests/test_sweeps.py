@@ -61,3 +61,30 @@ def test_submitit_local_two_point_sweep(cli, tmp_path, tiny_samples):
     summary = _check_sweep(sweep, 2, tiny_samples)
     assert list(summary["lora_steps"]) == [40, 80]
     assert (sweep / ".submitit").is_dir()
+
+
+# DragDiffusion on the tiny backbone with few steps (the knobs' meaning is kept; only the budget shrinks).
+TINY_DRAGDIFFUSION = (
+    "method=dragdiffusion",
+    "eval=fast",
+    "hydra/job_logging=none",
+    "dataset.n=1",
+    "method.lora_steps=2",
+    "method.max_iters=2",
+    "method.n_inference_steps=10",
+    "method.inversion_step=7",
+)
+
+
+@pytest.mark.slow  # real DragDiffusion code path: minutes on 2 busy CPU cores
+def test_fig7_unet_block_sweep_with_tiny_dragdiffusion(cli, tmp_path):
+    sweep = tmp_path / "blocks"
+    proc = cli(
+        "-m", "experiment=fig7_unet_block", *TINY_DRAGDIFFUSION, f"hydra.sweep.dir={sweep}", timeout=1800
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["unet_block"]) == [1, 2, 3, 4]
+    assert (summary["n_samples"] == 1).all() and (summary["method_weights"] == "random").all()
+    assert summary["mean_distance"].notna().all()
+    assert (sweep / "fig7.png").stat().st_size > 1000
