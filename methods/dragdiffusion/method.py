@@ -182,40 +182,28 @@ class DragDiffusion:
         # 0. validate and seed (SPEC §2: seed 42 before every sample)
         validate_sample(sample)
         torch.manual_seed(self.seed)
-        bb = self.backbone
         times: dict[str, float] = {}
-        image_hw = (sample.height, sample.width)
-        grid_hw = supervision_grid_size(*image_hw)
-        handles_rc = xy_to_grid_rc(sample.handles, image_hw, grid_hw).to(bb.device)
-        targets_rc = xy_to_grid_rc(sample.targets, image_hw, grid_hw).to(bb.device)
-        token_ids = self._token_ids(sample.prompt)
-        text_emb = bb.encode_prompt(sample.prompt)  # (1, 77, D)
+        grid_hw, handles_rc, targets_rc = self.grid_points(sample)
 
         # 1. LoRA on the sample (train or fetch snapshots), applied to the shared UNet inside the block
         start = time.perf_counter()
         lora_state = self._lora(sample)
         times["lora"] = time.perf_counter() - start
         with self._lora_context(lora_state):
-            # 2. + 3. inversion and drag loop (classic attention processor on the no-LoRA path, as official)
-            with self._attention_for_optimisation(lora_state):
-                start = time.perf_counter()
-                inverted = self._invert(sample, text_emb, lora_state)
-                times["inversion"] = time.perf_counter() - start
-                start = time.perf_counter()
-                timestep = drag_timestep(bb.scheduler.config, self.n_inference_steps, self.inversion_step)
-                mask_latent = mask_to_latent(
-                    torch.from_numpy(np.asarray(sample.mask)).to(bb.device),
-                    grid_hw,
-                    tuple(inverted.shape[-2:]),
-                )
-                drag = self._drag(inverted, text_emb, timestep, handles_rc, targets_rc, mask_latent, grid_hw)
-                times["drag"] = time.perf_counter() - start
+            # 2. DDIM inversion to t (cached)
+            start = time.perf_counter()
+            inverted = self.invert(sample, lora_state)
+            times["inversion"] = time.perf_counter() - start
+            # 3. drag loop on z_t
+            start = time.perf_counter()
+            drag = self.drag(sample, inverted, lora_active=lora_state is not None)
+            times["drag"] = time.perf_counter() - start
             # 4. denoise [reference, edited] with mutual self-attention; decode
             start = time.perf_counter()
             reference_float, edited_float = self._denoise_and_decode(sample.prompt, inverted, drag.latent)
             times["denoise"] = time.perf_counter() - start
         # 5. back to the input size, uint8 by truncation (as official)
-        image = self._to_uint8(edited_float, image_hw)
+        image = self._to_uint8(edited_float, (sample.height, sample.width))
         log.info(
             "%s: %d drag iterations, reached=%s, %.1fs",
             sample.sample_id,
@@ -224,18 +212,55 @@ class DragDiffusion:
             sum(times.values()),
         )
         return DragDiffusionTrace(
-            token_ids=token_ids,
+            token_ids=self._token_ids(sample.prompt),
             inverted=inverted,
             drag=drag,
             handles_init_rc=handles_rc,
             targets_rc=targets_rc,
             grid_hw=grid_hw,
-            timestep=timestep,
+            timestep=self.timestep,
             edited_float=edited_float,
             reference_float=reference_float,
             image=image,
             times=times,
         )
+
+    @property
+    def timestep(self) -> int:
+        """DDPM timestep of the drag (681 for inversion_step 35 of 50)."""
+        return drag_timestep(self.backbone.scheduler.config, self.n_inference_steps, self.inversion_step)
+
+    def grid_points(self, sample: DragSample) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+        """Supervision grid (h, w) and the sample's handles / targets on it, (N, 2) float32 (row, col)."""
+        image_hw = (sample.height, sample.width)
+        grid_hw = supervision_grid_size(*image_hw)
+        handles_rc = xy_to_grid_rc(sample.handles, image_hw, grid_hw).to(self.backbone.device)
+        targets_rc = xy_to_grid_rc(sample.targets, image_hw, grid_hw).to(self.backbone.device)
+        return grid_hw, handles_rc, targets_rc
+
+    def invert(self, sample: DragSample, lora_state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """VAE posterior mean x scale, then DDIM inversion to `self.timestep`: z_t (1, 4, h, w).
+
+        Uses the cache when one was given. `lora_state` only enters the cache key: the caller applies it.
+        """
+        with self._attention_for_optimisation(lora_state is not None):
+            return self._invert(sample, self.backbone.encode_prompt(sample.prompt), lora_state)
+
+    def drag(self, sample: DragSample, inverted: torch.Tensor, lora_active: bool = False) -> DragLoopResult:
+        """Optimise z_t so the handles' features move to the targets (the drag loop at `self.timestep`).
+
+        Args:
+            sample: the sample (prompt, mask, points).
+            inverted: (1, 4, h, w) z_t from `invert`.
+            lora_active: a LoRA is applied to the UNet (then the current processors are kept, as official).
+        """
+        bb = self.backbone
+        grid_hw, handles_rc, targets_rc = self.grid_points(sample)
+        mask = torch.from_numpy(np.asarray(sample.mask)).to(bb.device)
+        mask_latent = mask_to_latent(mask, grid_hw, tuple(inverted.shape[-2:]))  # (1, 1, h, w)
+        text_emb = bb.encode_prompt(sample.prompt)  # (1, 77, D)
+        with self._attention_for_optimisation(lora_active):
+            return self._drag(inverted, text_emb, self.timestep, handles_rc, targets_rc, mask_latent, grid_hw)
 
     # ------------------------------------------------------------------ steps
     def _token_ids(self, prompt: str) -> torch.Tensor:
@@ -274,10 +299,10 @@ class DragDiffusion:
 
         return lora_applied(self.backbone.unet, lora_state, rank=self.lora_rank, alpha=self.lora_rank)
 
-    def _attention_for_optimisation(self, lora_state: dict | None) -> contextlib.AbstractContextManager:
+    def _attention_for_optimisation(self, lora_active: bool) -> contextlib.AbstractContextManager:
         # Official: without LoRA `set_default_attn_processor()` (classic attention); with LoRA the loaded
         # processors (SDPA). The two differ by ~1e-6 on the UNet output.
-        return classic_attention(self.backbone.unet) if lora_state is None else contextlib.nullcontext()
+        return contextlib.nullcontext() if lora_active else classic_attention(self.backbone.unet)
 
     @torch.no_grad()
     def _encode_image(self, image: np.ndarray) -> torch.Tensor:
