@@ -103,7 +103,7 @@ def cli_env(tmp_path: Path, *extra_pythonpath: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "WANDB_MODE": "offline",
         "DRAGBENCH_LOGS": str(tmp_path / "logs"),
-        "DRAGBENCH_CACHE": str(tmp_path / "cache"),
+        "DRAGBENCH_CACHE_DIR": str(tmp_path / "cache"),
         "HYDRA_FULL_ERROR": "1",
     }
 
