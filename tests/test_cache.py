@@ -84,3 +84,50 @@ def test_concurrent_writers_never_leave_a_torn_entry(tmp_path):
     assert final is not None and final["a"][0].item() in (0.0, 1.0, 2.0)
     assert reader.stats["shared/corrupt"] == 0
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def _locked_compute(root: str, log_path: str, start_path: str) -> None:
+    from pathlib import Path
+
+    while not Path(start_path).exists():  # start both processes' get_or_compute together
+        pass
+
+    def compute() -> dict[str, torch.Tensor]:
+        with open(log_path, "a") as f:
+            f.write("computed\n")
+        import time
+
+        time.sleep(1.0)  # long enough that the other process arrives while this one computes
+        return {"a": torch.arange(5.0)}
+
+    out = Cache(root).get_or_compute("locked", {"k": 1}, compute)
+    assert torch.equal(out["a"], torch.arange(5.0))
+
+
+def test_lock_serialises_two_processes_computing_the_same_key(tmp_path):
+    ctx = mp.get_context("spawn")
+    log_path, start = tmp_path / "computations.log", tmp_path / "go"
+    procs = [
+        ctx.Process(target=_locked_compute, args=(str(tmp_path / "c"), str(log_path), str(start)))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    start.touch()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert log_path.read_text().splitlines() == ["computed"]  # the compute function ran exactly once
+    assert len(list((tmp_path / "c" / "locked").rglob("*.lock"))) == 1
+
+
+def test_lock_is_reentrant_and_a_noop_when_disabled(tmp_path):
+    cache = Cache(tmp_path)
+    inner = []
+    with cache.lock("x", {"k": 1}):
+        # the same key again in the same thread (nested get_or_compute) must not deadlock
+        cache.get_or_compute("x", {"k": 1}, lambda: inner.append(1) or {"a": torch.ones(1)})
+    assert inner == [1] and cache.stats["x/miss"] == 1
+    with Cache(tmp_path / "off", enabled=False).lock("x", {"k": 1}):
+        pass
+    assert not (tmp_path / "off").exists()
