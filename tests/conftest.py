@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from experiments import CONF_DIR, REPO_ROOT
@@ -165,3 +166,4 @@ def run_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
 
     yield run
     GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None  # later in-process jobs must not see this run's hydra.* settings
