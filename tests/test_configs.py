@@ -122,6 +122,8 @@ def test_experiment_config_composes_into_its_sweep(name, make_cfg):
         assert len(changed) <= 1, (overrides, knobs)  # one-knob ablations around the paper defaults
         knob_values.add(knobs)
     assert len(knob_values) == len(points)  # every job is a distinct point
+    method = instantiate(make_cfg(f"experiment={name}").method, _convert_="all")  # offline: tiny backbone
+    assert callable(getattr(method, "edit", None))
     expected = {"fig7": 14, "fig7_inversion_step": 5, "fig7_lora_steps": 6, "fig7_unet_block": 4}.get(name)
     if expected is not None:
         assert len(points) == expected
