@@ -116,7 +116,7 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", err)  # one line, no traceback (STYLE.md: fail fast with one message)
         raise SystemExit(1) from None
     except Exception:
-        log.exception("Job failed; traceback above is also in the job log under %s", cfg.paths.output_dir)
+        log.exception("Job failed (traceback also in the job log in %s)", cfg.paths.output_dir)
         raise
     return metrics["mean_distance"]
 
