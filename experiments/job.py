@@ -111,6 +111,18 @@ def _peak_mem_mb(info: dict, device_type: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
 
 
+def info_columns(info: dict[str, Any]) -> dict[str, Any]:
+    """results.csv columns from EditResult.info: "time/<stage>" -> "seconds_<stage>", "iterations", and
+    every other scalar as "info/<key>"."""
+    columns: dict[str, Any] = {"iterations": info.get("iterations")}
+    for key, value in info.items():
+        if key.startswith(STAGE_PREFIX):
+            columns[f"seconds_{key[len(STAGE_PREFIX) :]}"] = value
+        elif key != "iterations" and isinstance(value, (bool, int, float, str)):
+            columns[f"info/{key}"] = value
+    return columns
+
+
 def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]:
     final = result.handles if result.handles is not None else np.full_like(sample.handles, np.nan)
     return [
@@ -165,23 +177,7 @@ def process_sample(
         result = method.edit(sample)
         check_result(sample, result)
         edit_done = time.perf_counter()
-        row.update(
-            {
-                f"seconds_{k[len(STAGE_PREFIX) :]}": v
-                for k, v in result.info.items()
-                if k.startswith(STAGE_PREFIX)
-            }
-        )
-        row.update(
-            {
-                f"info/{k}": v
-                for k, v in result.info.items()
-                if isinstance(v, (bool, int, float, str)) and not k.startswith(STAGE_PREFIX)
-            }
-        )
-        row.update(
-            iterations=result.info.get("iterations"), peak_mem_mb=_peak_mem_mb(result.info, device_type)
-        )
+        row.update(info_columns(result.info), peak_mem_mb=_peak_mem_mb(result.info, device_type))
         if result.status == "unsupported":
             row.update(
                 status="unsupported", error=str(result.info.get("reason", "")), seconds=edit_done - start
