@@ -184,3 +184,26 @@ def test_missing_real_weights_fail_fast_with_one_line(make_cfg):
     with pytest.raises(MissingWeightsError) as err:
         run_from_config(cfg)
     assert "\n" not in str(err.value) and "sd21" in str(err.value)
+
+
+def test_info_columns_and_weights_labels():
+    from experiments.job import combined_weights, info_columns
+
+    info = {
+        "time/lora": 1.5,
+        "time/drag": 2.0,
+        "iterations": 7,
+        "reached": True,
+        "trace": [1, 2],
+        "weights": "x",
+    }
+    assert info_columns(info) == {
+        "iterations": 7,
+        "seconds_lora": 1.5,
+        "seconds_drag": 2.0,
+        "info/reached": True,
+        "info/weights": "x",
+    }
+    assert combined_weights("real", "real") == combined_weights("none", "real") == "real"
+    assert combined_weights("random", "real") == "random"
+    assert combined_weights("toy", "random") == "random+toy"
