@@ -14,11 +14,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd import Variable
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,6 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-@dataclass(eq=False)
-class _Call:
-    """One forward call being tracked until its backward (if any) has finished."""
-
-    name: str
-    batch: int
-    forward_start: float = 0.0
-    backward_start: float | None = None
-    end_handle: Any = None
-
-
 class ModelCalls:
     """Context manager counting and timing forward calls and backward passes of named modules.
 
@@ -79,8 +68,8 @@ class ModelCalls:
         calls: forward calls; samples: batch elements forwarded.
         backward_calls: backward passes through a call; backward_samples: their batch elements.
         forward_seconds / backward_seconds: wall time inside forwards / from the gradient reaching the
-            call's output until every gradient this backward computes w.r.t. the call's inputs and
-            trainable parameters is done.
+            call's output until the end of that backward pass (the UNet is the last stage of every backward
+            in this project: its inputs are leaves; two calls in one backward would overlap).
 
     Args:
         modules: {name: module}; the modules must not be nested in one another (times would add up twice).
@@ -102,8 +91,7 @@ class ModelCalls:
         self.forward_seconds: Counter[str] = Counter()
         self.backward_seconds: Counter[str] = Counter()
         self._handles: list[Any] = []
-        self._pending: set[_Call] = set()  # calls whose backward has not finished yet
-        self._stack: dict[str, list[_Call]] = {}
+        self._stack: dict[str, list[tuple[int, float]]] = {}  # per name: (batch, start) of open forwards
 
     # ------------------------------------------------------------------ results
     def cost(self, names: Iterable[str] | None = None) -> int:
@@ -137,58 +125,36 @@ class ModelCalls:
         return time.perf_counter()
 
     def _pre_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
             batch = _batch_size(args, kwargs)
             self.calls[name] += 1
             self.samples[name] += batch
-            call = _Call(name, batch)
-            if torch.is_grad_enabled():  # a backward through this call ends with the grads of these
-                tensors = (*args, *kwargs.values())
-                ends = [v for v in tensors if isinstance(v, torch.Tensor) and v.requires_grad]
-                ends += [p for p in module.parameters() if p.requires_grad]
-                if ends:
-                    call.end_handle = torch.autograd.graph.register_multi_grad_hook(
-                        ends, self._backward_end(call), mode="all"
-                    )
-                    self._pending.add(call)
-            self._stack.setdefault(name, []).append(call)
-            call.forward_start = self._now()
+            self._stack.setdefault(name, []).append((batch, self._now()))
 
         return hook
 
     def _post_hook(self, name: str):
         def hook(_module: nn.Module, _args: tuple, _kwargs: dict, output: Any) -> None:
-            call = self._stack[name].pop()
-            self.forward_seconds[name] += self._now() - call.forward_start
+            batch, start = self._stack[name].pop()
+            self.forward_seconds[name] += self._now() - start
             out = _first_tensor(output)
             if torch.is_grad_enabled() and out is not None and out.requires_grad:
-                out.register_hook(self._backward_start(call))  # dies with the output tensor
-            else:
-                self._forget(call)
+                out.register_hook(self._backward_start(name, batch))  # dies with the output tensor
 
         return hook
 
-    def _backward_start(self, call: _Call):
+    def _backward_start(self, name: str, batch: int):
         def hook(_grad: torch.Tensor) -> None:
-            self.backward_calls[call.name] += 1
-            self.backward_samples[call.name] += call.batch
-            call.backward_start = self._now()
+            self.backward_calls[name] += 1
+            self.backward_samples[name] += batch
+            start = self._now()
+
+            def ended() -> None:  # the engine runs queued callbacks when this backward pass is done
+                self.backward_seconds[name] += self._now() - start
+
+            Variable._execution_engine.queue_callback(ended)
 
         return hook
-
-    def _backward_end(self, call: _Call):
-        def hook(_grads: Any) -> None:
-            if call.backward_start is not None:
-                self.backward_seconds[call.name] += self._now() - call.backward_start
-                self._forget(call)  # one backward per call: stop watching its inputs / parameters
-
-        return hook
-
-    def _forget(self, call: _Call) -> None:
-        if call.end_handle is not None:
-            call.end_handle.remove()
-            call.end_handle = None
-        self._pending.discard(call)
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> ModelCalls:
@@ -202,6 +168,4 @@ class ModelCalls:
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
-        for call in list(self._pending):
-            self._forget(call)
         self._handles = []
