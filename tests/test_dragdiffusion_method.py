@@ -182,3 +182,16 @@ def test_invalid_sample_is_refused(tiny_backbone, real_sample):
     bad = replace(real_sample, targets=real_sample.targets[:0])
     with pytest.raises(InvalidSampleError):
         DragDiffusion(tiny_backbone, **FAST).edit(bad)
+
+
+def test_lora_path_trains_applies_and_removes_the_adapter(tiny_backbone, real_sample):
+    unet = tiny_backbone.unet
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    processors = dict(unet.attn_processors)
+    with_lora = DragDiffusion(tiny_backbone, lora_steps=2, max_iters=2).edit(real_sample)
+    without = DragDiffusion(tiny_backbone, lora_steps=0, max_iters=2).edit(real_sample)
+    assert with_lora.info["time/lora"] > 0 and with_lora.image.shape == real_sample.image.shape
+    assert with_lora.info["losses"][0] != without.info["losses"][0]  # the adapter changed the UNet in use
+    after = unet.state_dict()
+    assert set(after) == set(state) and all(torch.equal(after[k], state[k]) for k in state)
+    assert all(unet.attn_processors[k] is processors[k] for k in processors)
