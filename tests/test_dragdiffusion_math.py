@@ -36,6 +36,11 @@ def test_xy_to_grid_rounds_halves_to_even_like_the_official_code():
     assert rc.tolist() == [[18, 22], [12, 26]]
 
 
+def test_points_on_the_last_pixel_stay_on_the_grid():
+    # 127 / 128 * 64 = 63.5 -> rounds to 64 (half to even), one past the last grid cell: clamped to 63.
+    assert xy_to_grid_rc(np.array([[127.0, 127.0]]), (128, 128), (64, 64)).tolist() == [[63, 63]]
+
+
 def test_grid_to_xy_uses_image_over_grid_scale():
     # 341 rows -> 170 grid rows: y = row * 341 / 170 (README "Back to pixels").
     xy = grid_rc_to_xy(torch.tensor([[50.0, 10.0]]), (341, 512), (170, 256))
@@ -178,8 +183,17 @@ def _drag_blob(lam: float):
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., 7:10, 3:12] = 1.0
     result = drag_latent(
-        latent0, _analytic_forward, torch.tensor([[16.0, 10.0]]), torch.tensor([[16.0, 20.0]]), mask,
-        lr=0.05, max_iters=60, r1=1, r2=3, lam=lam, stop_distance=2.0,
+        latent0,
+        _analytic_forward,
+        torch.tensor([[16.0, 10.0]]),
+        torch.tensor([[16.0, 20.0]]),
+        mask,
+        lr=0.05,
+        max_iters=60,
+        r1=1,
+        r2=3,
+        lam=lam,
+        stop_distance=2.0,
     )
     return latent0, mask, result
 
@@ -195,6 +209,28 @@ def test_drag_moves_a_blob_toward_the_target_and_tracking_follows():
     assert result.trajectory[0].tolist() == [[16.0, 10.0]]
     assert len(result.losses) == result.steps
     assert torch.equal(latent0[0, 0], _blob(16, 16, (8, 5), 1.5))  # input untouched
+
+
+def test_empty_mask_means_no_mask_term():
+    latent0 = torch.zeros(1, 4, 16, 16)
+    latent0[0, 0] = _blob(16, 16, (8, 5), 1.5)
+    runs = [
+        drag_latent(
+            latent0,
+            _analytic_forward,
+            torch.tensor([[16.0, 10.0]]),
+            torch.tensor([[16.0, 20.0]]),
+            torch.zeros(1, 1, 16, 16),
+            lr=0.05,
+            max_iters=3,
+            r1=1,
+            r2=3,
+            lam=lam,
+            stop_distance=2.0,
+        )
+        for lam in (0.0, 100.0)
+    ]
+    assert runs[0].losses == runs[1].losses and torch.equal(runs[0].latent, runs[1].latent)
 
 
 def test_large_lambda_protects_the_region_outside_the_mask():

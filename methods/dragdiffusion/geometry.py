@@ -32,16 +32,20 @@ def xy_to_grid_rc(points_xy: np.ndarray, image_hw: tuple[int, int], grid_hw: tup
         grid_hw: (h, w) of the supervision grid.
 
     Returns:
-        float32 tensor (N, 2) of (row, col), integer-valued.
+        float32 tensor (N, 2) of (row, col), integer-valued, clamped to the grid (a point on the last
+        pixel row/column can round to the grid size, where the official code would index out of range).
     """
     rc = xy_to_rc(np.asarray(points_xy, dtype=np.float64))  # (N, 2) (y, x) in pixels
     scale = np.array([grid_hw[0], grid_hw[1]], dtype=np.float64)
     size = np.array([image_hw[0], image_hw[1]], dtype=np.float64)
-    return torch.round(torch.tensor(rc / size * scale, dtype=torch.float32))
+    rounded = torch.round(torch.tensor(rc / size * scale, dtype=torch.float32))
+    upper = torch.tensor([grid_hw[0] - 1, grid_hw[1] - 1], dtype=torch.float32)
+    return torch.minimum(rounded.clamp(min=0), upper)
 
 
-def grid_rc_to_xy(points_rc: torch.Tensor | np.ndarray, image_hw: tuple[int, int],
-                  grid_hw: tuple[int, int]) -> np.ndarray:
+def grid_rc_to_xy(
+    points_rc: torch.Tensor | np.ndarray, image_hw: tuple[int, int], grid_hw: tuple[int, int]
+) -> np.ndarray:
     """Supervision-grid (row, col) -> image (x, y) pixels: `x = col * W / w`, `y = row * H / h`.
 
     Args:

@@ -168,6 +168,7 @@ class DragDiffusion:
             "peak_mem_mb": self._peak_mem_mb(),
             "weights": self.backbone.weights,
             "drag_timestep": trace.timestep,
+            "internal_hw": [sample.height, sample.width],  # run at the input size, as official (no resize)
             "supervision_grid_hw": list(trace.grid_hw),
             "latent_hw": list(trace.inverted.shape[-2:]),
             "handles_init_rc": trace.handles_init_rc.tolist(),
