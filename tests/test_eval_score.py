@@ -103,7 +103,7 @@ def test_yaml_matches_factory_signature(name, factory):
     cfg = yaml.safe_load((REPO / "conf" / "eval" / f"{name}.yaml").read_text())
     assert cfg.pop("_target_") == f"{factory.__module__}.{factory.__name__}"
     params = inspect.signature(factory).parameters
-    assert set(cfg) == set(params) - {"cache"}  # cache is a runtime object passed at instantiate time
+    assert set(cfg) == set(params)  # cache: ${cache}, the run's shared content-addressed cache
     for key, value in cfg.items():
         if not (isinstance(value, str) and value.startswith("${")):
             assert params[key].default == value, key
