@@ -257,7 +257,7 @@ class DragDiffusion:
         """
         bb = self.backbone
         grid_hw, handles_rc, targets_rc = self.grid_points(sample)
-        mask = torch.from_numpy(np.asarray(sample.mask)).to(bb.device)
+        mask = torch.tensor(np.asarray(sample.mask), device=bb.device)
         mask_latent = mask_to_latent(mask, grid_hw, tuple(inverted.shape[-2:]))  # (1, 1, h, w)
         text_emb = bb.encode_prompt(sample.prompt)  # (1, 77, D)
         with self._attention_for_optimisation(lora_active):
@@ -309,7 +309,7 @@ class DragDiffusion:
     def _encode_image(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W, 3) -> VAE posterior mean x latent scale, (1, 4, h, w)."""
         bb = self.backbone
-        x = torch.from_numpy(np.ascontiguousarray(image)).float() / 127.5 - 1  # (H, W, 3) in [-1, 1]
+        x = torch.tensor(np.asarray(image)).float() / 127.5 - 1  # (H, W, 3) in [-1, 1]
         x = x.permute(2, 0, 1)[None].to(bb.device, bb.dtype)  # (1, 3, H, W)
         return bb.vae.encode(x).latent_dist.mean * bb.latent_scale
 
