@@ -14,16 +14,6 @@ from dragbench.ddim_inversion import ddim_denoise, ddim_invert, denoising_timest
 CONFIG = DDIMScheduler(**DDIM_CONFIG).config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per process oversubscribe the CPU and a
-    tiny UNet call slows ~15x (measured 1.2 s vs 0.08 s). Changes only float summation order (README)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ConstantEps(torch.nn.Module):
     """A 'UNet' predicting the same noise everywhere: DDIM inversion is then exactly invertible."""
 

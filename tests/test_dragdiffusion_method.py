@@ -36,15 +36,6 @@ INFO_KEYS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread (2 threads oversubscribe the shared 2-core machine: ~15x slower UNet calls)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _resized(sample: DragSample, width: int, height: int | None = None) -> DragSample:
     """The sample scaled to `width` (and `height`, default keeping the aspect ratio), via PIL."""
     height = height or round(sample.height * width / sample.width)

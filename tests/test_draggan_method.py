@@ -36,14 +36,6 @@ INFO_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_method(**overrides) -> DragGAN:
     cfg = OmegaConf.load(REPO / "conf/method/draggan_tiny.yaml")
     cfg.device, cfg.seed = "cpu", 0

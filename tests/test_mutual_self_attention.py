@@ -16,16 +16,6 @@ from methods.dragdiffusion.mutual_self_attention import (
 START_LAYER = 10  # SPEC §2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per process oversubscribe the CPU and a
-    tiny UNet call slows ~15x (measured 1.2 s vs 0.08 s). Changes only float summation order (README)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def unet(tiny_backbone):
     return tiny_backbone.unet

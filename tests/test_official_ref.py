@@ -41,16 +41,6 @@ LONG_RUNS = [
 N_EARLY = 10  # losses / trajectory entries compared tightly in every run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per process oversubscribe the CPU and a
-    tiny UNet call slows ~15x (measured 1.2 s vs 0.08 s). Changes only float summation order (README)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbone():
     from dragbench.backbone import load_pretrained
