@@ -1,4 +1,4 @@
-"""The toy-world model: a small SD-1.5-shaped latent diffusion model trained on toy scenes (dragbench.toy.train).
+"""The toy-world model: a small SD-1.5-shaped latent diffusion model trained on toy scenes (toy.train).
 
 Architecture as SD-1.5 (4 down / 4 up UNet blocks, cross-attention where SD has it, 16 self-attention layers)
 with small widths, a factor-4 VAE (3 blocks: 64 px images -> 16x16 latents) and a small CLIP text encoder
@@ -53,7 +53,9 @@ TOY_TEXT_CONFIG = dict(
 )
 
 
-def load_toy_backbone(device: str = "auto", dtype: str = "float32", weights_dir: str | None = None) -> Backbone:
+def load_toy_backbone(
+    device: str = "auto", dtype: str = "float32", weights_dir: str | None = None
+) -> Backbone:
     """Load the committed toy-world model through the ordinary pretrained path, offline.
 
     Args:
@@ -62,7 +64,7 @@ def load_toy_backbone(device: str = "auto", dtype: str = "float32", weights_dir:
         weights_dir: a diffusers pipeline folder; default the committed `dragbench/toy/weights`.
 
     Raises:
-        dragbench.backbone.MissingWeightsError: the folder lacks the model (train it: see dragbench/toy/README.md).
+        dragbench.backbone.MissingWeightsError: the folder lacks the model (see dragbench/toy/README.md).
     """
     folder = str(weights_dir) if weights_dir is not None else str(WEIGHTS_DIR)
     return load_pretrained(folder, local_files_only=True, device=device, dtype=dtype, weights="toy")

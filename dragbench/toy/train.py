@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 OBJECT_WEIGHT = 9.0  # VAE loss weight added on object pixels: without it the VAE learns no colour (probe)
 KL_WEIGHT = 1e-4  # weight of the per-element KL term of the VAE (keeps latents near a unit Gaussian)
-WARMUP_STEPS = 100
 MIN_LR_FRACTION = 0.05  # cosine decay floor
 SOURCE_FILES = ("scenes.py", "model.py", "train.py")
 
@@ -57,6 +56,7 @@ class TrainConfig:
     vae_lr: float = 1e-3
     unet_lr: float = 1e-3
     ema_decay: float = 0.999
+    warmup_steps: int = 100
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     scale_batches: int = 8
     ckpt_every_s: float = 60.0
@@ -81,10 +81,11 @@ def alphas_cumprod(device: torch.device) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float().to(device)
 
 
-def lr_factor(step: int, progress: float) -> float:
-    """Linear warm-up, then cosine from 1 to MIN_LR_FRACTION over progress in [0, 1]."""
-    warm = min(1.0, (step + 1) / WARMUP_STEPS)
-    return warm * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine from 1 to MIN_LR_FRACTION over progress in [0, 1]."""
+    warm = min(1.0, (step + 1) / max(warmup_steps, 1))
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return warm * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * cosine)
 
 
 def vae_loss(vae: AutoencoderKL, images: torch.Tensor, coverage: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -101,7 +102,8 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor, coverage: torch.Tensor) -
     rec = (weight * (err.abs() + err**2)).mean() / weight.mean()
     kl = post.kl().mean() / post.mean[0].numel()
     mse = (err**2).mean().item() / 4  # in [0, 1] units
-    return rec + KL_WEIGHT * kl, {"rec": rec.item(), "kl": kl.item(), "psnr": -10 * math.log10(max(mse, 1e-12))}
+    stats = {"rec": rec.item(), "kl": kl.item(), "psnr": -10 * math.log10(max(mse, 1e-12))}
+    return rec + KL_WEIGHT * kl, stats
 
 
 class Trainer:
@@ -116,14 +118,15 @@ class Trainer:
         self.unet = UNet2DConditionModel(**cfg.unet_config).to(self.device)
         torch.manual_seed(cfg.seed)
         self.text = CLIPTextModel(CLIPTextConfig(**cfg.text_config)).to(self.device)
-        self.ema = [copy.deepcopy(self.unet).requires_grad_(False), copy.deepcopy(self.text).requires_grad_(False)]
+        self.ema = [copy.deepcopy(m).requires_grad_(False) for m in (self.unet, self.text)]  # EMA weights
         self.tokenizer = build_offline_tokenizer()
         self.token_cache: dict[str, list[int]] = {}
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         params = list(self.unet.parameters()) + list(self.text.parameters())
         self.unet_opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-        self.state = {"phase": "vae", "step": 0, "elapsed": 0.0, "scale": None, "vae_steps": 0, "unet_steps": 0}
+        self.state = {"phase": "vae", "step": 0, "elapsed": 0.0, "scale": None,
+                      "vae_steps": 0, "unet_steps": 0}
         self.acp = alphas_cumprod(self.device)
         self.log_path = Path(cfg.out) / "train_log.jsonl"
 
@@ -197,7 +200,7 @@ class Trainer:
 
     def vae_step(self, step: int, progress: float) -> dict:
         for g in self.vae_opt.param_groups:
-            g["lr"] = self.cfg.vae_lr * lr_factor(step, progress)
+            g["lr"] = self.cfg.vae_lr * lr_factor(step, progress, self.cfg.warmup_steps)
         images, coverage, _ = self.batch()
         with self.autocast():
             loss, stats = vae_loss(self.vae, images, coverage)
@@ -218,13 +221,13 @@ class Trainer:
         self.vae.eval()
         lat = torch.cat([self.encode(self.batch()[0], sample=False) for _ in range(self.cfg.scale_batches)])
         scale = 1.0 / lat.std().item()
-        log.info("latent mean %.4f std %.4f -> scaling_factor %.5f", lat.mean().item(), lat.std().item(), scale)
+        log.info("latent mean %.4f std %.4f -> scaling_factor %.5f", lat.mean(), lat.std(), scale)
         self.write_log({"phase": "scale", "latent_mean": lat.mean().item(), "latent_std": lat.std().item()})
         return scale
 
     def unet_step(self, step: int, progress: float) -> dict:
         for g in self.unet_opt.param_groups:
-            g["lr"] = self.cfg.unet_lr * lr_factor(step, progress)
+            g["lr"] = self.cfg.unet_lr * lr_factor(step, progress, self.cfg.warmup_steps)
         self.vae.eval().requires_grad_(False)
         images, _, captions = self.batch()
         z0 = self.encode(images, sample=True) * self.state["scale"]
@@ -303,9 +306,8 @@ class Trainer:
     def export(self) -> dict:
         """Write the flat output folder (EMA weights, fp32) and return the summary."""
         out = Path(self.cfg.out)
-        save_file({k: v.contiguous() for k, v in self.vae.state_dict().items()}, out / "vae.safetensors")
-        save_file({k: v.contiguous() for k, v in self.ema[0].state_dict().items()}, out / "unet.safetensors")
-        save_file({k: v.contiguous() for k, v in self.ema[1].state_dict().items()}, out / "text_encoder.safetensors")
+        for name, model in (("vae", self.vae), ("unet", self.ema[0]), ("text_encoder", self.ema[1])):
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"{name}.safetensors")
         vae_config = {**self.cfg.vae_config, "scaling_factor": self.state["scale"]}
         summary = {
             "code_version": code_version(),
@@ -327,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     defaults = TrainConfig(out="")
     p.add_argument("--out", required=True, help="flat output folder (weights + toy_train.json)")
     for name in ("ckpt", "device", "seed", "batch", "vae_minutes", "unet_minutes", "vae_steps", "unet_steps",
-                 "vae_lr", "unet_lr", "ema_decay", "scale_batches", "ckpt_every_s"):
+                 "vae_lr", "unet_lr", "ema_decay", "warmup_steps", "scale_batches", "ckpt_every_s"):
         default = getattr(defaults, name)
         typ = {int: int, float: float}.get(type(default), str)
         if name in ("vae_steps", "unet_steps"):

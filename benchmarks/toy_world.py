@@ -1,0 +1,146 @@
+"""Toy-world benchmark: does DragDiffusion move objects where they should go? (ground truth, dragbench.toy)
+
+Stage `edit` (GPU or CPU; needs torch/diffusers/peft only) writes, per method, the edited images of n toy
+samples to OUT/edits_<method>.npz: `recon` (DDIM inversion 35/50 + denoising, no edit), `identity`, and
+DragDiffusion with (`dd_lora`) and without (`dd_nolora`) LoRA, official defaults otherwise (SPEC §2).
+Stage `score` (CPU) regenerates the samples from (n, seed) and writes OUT/toy_world.json: reconstruction PSNR,
+GT distance (eval/toy_ground_truth.py), lost objects, pixel metrics vs the GT edit, MD (DIFT features from the
+toy model itself: labelled `md_toy_dift`, not the official SD-2.1 MD), each with 95 % bootstrap CIs, and the
+paired ratio GT distance(method) / GT distance(identity) over the same samples.
+
+    PYTHONPATH=. python benchmarks/toy_world.py --stage all --device cuda --n 24 --out OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dragbench.backbone import Backbone
+from dragbench.ddim_inversion import ddim_denoise, ddim_invert
+from dragbench.sample import DragSample
+from dragbench.toy.model import load_toy_backbone
+from dragbench.toy.samples import toy_samples
+
+log = logging.getLogger("benchmarks.toy_world")
+
+INVERSION_STEP, N_INFERENCE_STEPS = 35, 50  # SPEC §2
+N_BOOT, CI, BOOT_SEED = 2000, 0.95, 0
+METHODS = ("recon", "identity", "dd_nolora", "dd_lora")
+
+
+@torch.no_grad()
+def reconstruct(bb: Backbone, sample: DragSample) -> np.ndarray:
+    """VAE mean → DDIM inversion 35/50 with the prompt → 35 DDIM steps back → decode; uint8 (H, W, 3)."""
+    x = torch.tensor(sample.image, device=bb.device).permute(2, 0, 1)[None].to(bb.dtype) / 127.5 - 1
+    z0 = bb.vae.encode(x).latent_dist.mean * bb.latent_scale  # (1, 4, h, w)
+    emb = bb.encode_prompt(sample.prompt)
+    zt = ddim_invert(bb.unet, z0, emb, bb.scheduler.config, N_INFERENCE_STEPS, INVERSION_STEP)
+    z0_hat = ddim_denoise(bb.unet, zt, emb, bb.scheduler.config, N_INFERENCE_STEPS, INVERSION_STEP)
+    out = bb.vae.decode(z0_hat / bb.latent_scale).sample.clamp(-1, 1)  # (1, 3, H, W)
+    return ((out[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+def _editor(name: str, bb: Backbone):
+    if name == "recon":
+        return lambda s: reconstruct(bb, s)
+    if name == "identity":
+        return lambda s: s.image.copy()
+    from methods.dragdiffusion.method import DragDiffusion
+
+    dd = DragDiffusion(bb, lora_steps=0 if name == "dd_nolora" else 80)
+    return lambda s: dd.edit(s).image
+
+
+def run_edits(samples: list[DragSample], bb: Backbone, methods: list[str], out: Path) -> None:
+    """Edit every sample with every method; OUT/edits_<method>.npz is rewritten after each sample."""
+    for name in methods:
+        edit = _editor(name, bb)
+        images, seconds = [], []
+        for s in samples:
+            start = time.perf_counter()
+            images.append(edit(s))
+            seconds.append(time.perf_counter() - start)
+            tmp = out / f"edits_{name}.tmp.npz"
+            np.savez_compressed(tmp, images=np.stack(images), seconds=np.array(seconds))
+            tmp.replace(out / f"edits_{name}.npz")
+        log.info("%s: %d samples, %.1f s/sample", name, len(samples), float(np.mean(seconds)))
+
+
+def _ci(values: np.ndarray) -> list[float]:
+    from eval.aggregate import bootstrap_ci
+
+    return list(bootstrap_ci(values, N_BOOT, BOOT_SEED, CI))
+
+
+def score(samples: list[DragSample], out: Path, device: str) -> dict:
+    """Metrics of every edits_<method>.npz in `out` (samples beyond a partial file are left out)."""
+    from eval.aggregate import ratio_bootstrap_ci
+    from eval.dift import DiftFeaturizer
+    from eval.mean_distance import mean_distance
+    from eval.toy_ground_truth import gt_image_metrics, gt_pair_distances, psnr
+
+    featurize = DiftFeaturizer(load_toy_backbone(device=device))
+    feats0 = [featurize(s.image, s.prompt) for s in samples]
+    ident = np.array([gt_pair_distances(s, s.image)[0].mean() for s in samples])
+    report: dict = {"n_samples": len(samples), "pairs_per_sample": 1, "ci": CI, "n_boot": N_BOOT}
+    for name in METHODS:
+        path = out / f"edits_{name}.npz"
+        if not path.exists():
+            continue
+        data = np.load(path)
+        images, n = data["images"], len(data["images"])
+        rows = []
+        for s, img, f0 in zip(samples[:n], images, feats0[:n], strict=True):
+            dist, found = gt_pair_distances(s, img)
+            md, _ = mean_distance(f0, featurize(img, s.prompt), s.handles, s.targets, (s.height, s.width))
+            rows.append({"gt": dist.mean(), "found": found.all(), "md": md.mean(),
+                         "psnr_orig": psnr(img, s.image), **gt_image_metrics(s, img)})
+        col = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
+        lo, hi = ratio_bootstrap_ci(col["gt"], ident[:n], N_BOOT, BOOT_SEED, CI)
+        report[name] = {
+            "n": n,
+            "seconds_per_sample": float(data["seconds"].mean()),
+            "gt_distance": float(col["gt"].mean()), "gt_distance_ci": _ci(col["gt"]),
+            "gt_ratio_vs_identity": float(col["gt"].sum() / ident[:n].sum()), "gt_ratio_ci": [lo, hi],
+            "md_toy_dift": float(col["md"].mean()), "md_toy_dift_ci": _ci(col["md"]),
+            "lost_fraction": float(1 - col["found"].mean()),
+            "lost_objects_any": float(col["lost_objects"].sum()),
+            "psnr_vs_original": float(col["psnr_orig"].mean()),
+            "psnr_vs_gt_edit": float(col["gt_psnr"].mean()),
+            "psnr_outside_mask_vs_gt": float(np.nanmean(col["gt_psnr_outside_mask"])),
+        }
+    (out / "toy_world.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["edit", "score", "all"], default="all")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--n", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0, help="toy-sample seed")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--weights", default=None, help="toy pipeline folder (default: the committed weights)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = toy_samples(args.n, seed=args.seed)
+    if args.stage in ("edit", "all"):
+        bb = load_toy_backbone(device=args.device, weights_dir=args.weights)
+        run_edits(samples, bb, args.methods.split(","), out)
+    if args.stage in ("score", "all"):
+        report = score(samples, out, args.device)
+        print(json.dumps({k: v for k, v in report.items() if isinstance(v, dict)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
