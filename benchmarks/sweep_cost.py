@@ -66,6 +66,7 @@ class ModeRun:
     """Outcome of one pass over the sweep."""
 
     wall: float = 0.0
+    cpu: float = 0.0  # this process's CPU time: robust to other load on a shared box (OMP_NUM_THREADS=1)
     calls: ModelCalls | None = None
     images: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     metrics: dict[tuple[str, str], tuple[float, ...]] = field(default_factory=dict)
@@ -110,7 +111,7 @@ def run_sweep(points: list[str], base: list[str], cache_root: Path, enabled: boo
             unique[name] = module
     run = ModeRun()
     steps_before = LORA_STATS["optimizer_steps"]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with ModelCalls(unique) as calls:
         if enabled:
             plan_lora([c.method for c in cfgs], methods, samples, Cache(cache_root))
@@ -125,6 +126,7 @@ def run_sweep(points: list[str], base: list[str], cache_root: Path, enabled: boo
                 path = store.edited_image_path(sample.sample_id)
                 run.images[key] = np.asarray(Image.open(path)) if path.exists() else np.zeros(0)
     run.wall = time.perf_counter() - start
+    run.cpu = time.process_time() - cpu_start
     run.calls = calls
     run.lora_steps = LORA_STATS["optimizer_steps"] - steps_before
     for obj in (*methods, *evaluators):
@@ -143,8 +145,9 @@ def identical(a: ModeRun, b: ModeRun) -> bool:
 
 def _report(name: str, run: ModeRun) -> None:
     assert run.calls is not None
-    print(f"[{name}] wall {run.wall:.1f} s, model calls {run.calls.cost()} forward-equivalents, "
-          f"{run.lora_steps} LoRA optimiser steps, cache {dict(sorted(run.cache_stats.items()))}")
+    print(f"[{name}] wall {run.wall:.1f} s (CPU {run.cpu:.1f} s), model calls {run.calls.cost()} "
+          f"forward-equivalents, {run.lora_steps} LoRA optimiser steps, "
+          f"cache {dict(sorted(run.cache_stats.items()))}")
     for module, s in run.calls.summary().items():
         print(f"  {module:18s} calls {s['calls']:6d}  samples {s['samples']:6d}  backward "
               f"{s['backward_calls']:5d} (samples {s['backward_samples']:5d})  cost {s['cost']:7d}  "
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
     points = fig7_points() if args.points == "all" else args.points.split(",")
     base = ["preset=offline", f"model={args.model}", f"dataset={args.dataset}", f"dataset.n={args.samples}",
-            "logger=none", "device=cpu", "+eval.cache=${cache}", "aggregate.n_boot=10",
+            "logger=none", "device=cpu", "++eval.cache=${cache}", "aggregate.n_boot=10",
             f"method.max_iters={args.max_iters}", *args.override]
     print(f"fig7 sweep: {len(points)} points x {args.samples} sample(s), model={args.model}, "
           f"max_iters={args.max_iters}")
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
           f"UNet forward calls {reuse.calls.calls['unet']} / {plain.calls.calls['unet']}")
     same = identical(reuse, plain)
     call_ratio = reuse.calls.cost() / plain.calls.cost()
+    print(f"CPU-time ratio {reuse.cpu / plain.cpu:.3f} (wall is noisy when other jobs share the cores)")
     wall_ratio = reuse.wall / plain.wall
     print(f"reuse_ratio={wall_ratio:.3f} call_ratio={call_ratio:.3f} identical={str(same).lower()}")
 
