@@ -92,3 +92,21 @@ def test_random_training_scenes_render_in_range_with_matching_captions():
     assert (coverage.amax((-1, -2)) > 0.99)[scene.present].all()
     captions = batch_captions(scene)
     assert [c.count(" and ") + c.count(", ") + 1 for c in captions] == scene.present.sum(1).tolist()
+
+
+def test_dataset_yaml_matches_the_generator_signature():
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from experiments import CONF_DIR
+
+    node = OmegaConf.load(CONF_DIR / "dataset" / "toy.yaml")
+    assert node._target_ == "dragbench.toy.samples.toy_samples"
+    params = inspect.signature(toy_samples).parameters
+    for key, value in node.items():
+        if key == "_target_":
+            continue
+        assert key in params
+        default = params[key].default
+        assert default is inspect.Parameter.empty or default == value, (key, value, default)
