@@ -44,20 +44,31 @@ def ratio_bootstrap_ci(
     return float(lo), float(hi)
 
 
+def _pair_mean(ok: pd.DataFrame, ok_pairs: pd.DataFrame, column: str, n_boot: int, seed: int, ci: float):
+    """Mean of `column` over all pairs of ok samples, and its bootstrap CI over samples."""
+    pairs = ok_pairs[np.isfinite(ok_pairs[column].to_numpy(np.float64))]
+    per_sample = pairs.groupby("sample_id")[column].agg(["sum", "count"])
+    per_sample = per_sample.reindex(ok["sample_id"], fill_value=0)  # (n_ok, 2), ok-sample order
+    mean = float(pairs[column].mean()) if len(pairs) else float("nan")
+    return mean, list(ratio_bootstrap_ci(per_sample["sum"], per_sample["count"], n_boot, seed, ci)), len(pairs)
+
+
 def _summarize_ok(ok: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
     ok_pairs = pairs[pairs["sample_id"].isin(ok["sample_id"])]
-    per_sample = ok_pairs.groupby("sample_id")["distance"].agg(["sum", "count"])
-    per_sample = per_sample.reindex(ok["sample_id"], fill_value=0)  # (n_ok, 2), ok-sample order
+    md, md_ci, n_pairs = _pair_mean(ok, ok_pairs, "distance", n_boot, seed, ci)
     fid = ok["image_fidelity"].to_numpy(np.float64)
-    n_pairs = int(per_sample["count"].sum())
-    return dict(
-        mean_distance=float(ok_pairs["distance"].mean()) if n_pairs else float("nan"),
-        mean_distance_ci=list(ratio_bootstrap_ci(per_sample["sum"], per_sample["count"], n_boot, seed, ci)),
+    out = dict(
+        mean_distance=md,
+        mean_distance_ci=md_ci,
         image_fidelity=float(fid.mean()) if len(fid) else float("nan"),
         image_fidelity_ci=list(bootstrap_ci(fid, n_boot, seed, ci)),
         n_samples=len(ok),
         n_pairs=n_pairs,
     )
+    # Ground truth (toy world only): the true distance of each handle's content to its target.
+    if "gt_distance" in ok_pairs and np.isfinite(ok_pairs["gt_distance"].to_numpy(np.float64)).any():
+        out["gt_distance"], out["gt_distance_ci"], _ = _pair_mean(ok, ok_pairs, "gt_distance", n_boot, seed, ci)
+    return out
 
 
 def _summarize_group(samples: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
@@ -88,7 +99,8 @@ def summarize(
 
     Returns:
         dict with mean_distance, mean_distance_ci [lo, hi], image_fidelity, image_fidelity_ci, n_samples,
-        n_pairs, n_failed, n_skipped, n_unsupported and per_category {category: same keys}.
+        n_pairs, n_failed, n_skipped, n_unsupported and per_category {category: same keys}; plus gt_distance
+        and gt_distance_ci when `pairs` has finite `gt_distance` values (toy-world ground truth).
 
     Raises:
         ValueError: missing columns, duplicate sample ids or an unknown status.

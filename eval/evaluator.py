@@ -16,7 +16,9 @@ from PIL import Image
 from dragbench.backbone import MissingWeightsError, build_tiny, load_pretrained
 from dragbench.cache import Cache
 from dragbench.sample import DragSample
+from dragbench.toy.model import load_toy_backbone
 from eval.dift import DiftFeaturizer, Featurizer
+from eval.toy_ground_truth import gt_pair_distances, has_ground_truth
 from eval.lpips_fidelity import LpipsFidelity, build_fidelity
 from eval.mean_distance import MD_VARIANTS, mean_distance
 
@@ -39,12 +41,15 @@ class SampleScore:
         distances: (N,) per-pair distance (pixels; percent of max(H, W) for variant "normalised").
         matched_xy: (N, 2) (x, y) pixel where each handle's feature was found in the edited image.
         resized_from_hw: the edited image's (H, W) if it was resized to the original's size, else None.
+        gt_distances: (N,) ground-truth distance of each handle's content to its target (pixels), for
+            samples with a known true edit (the toy world, eval/toy_ground_truth.py); None otherwise.
     """
 
     image_fidelity: float
     distances: np.ndarray
     matched_xy: np.ndarray
     resized_from_hw: tuple[int, int] | None = None
+    gt_distances: np.ndarray | None = None
 
     @property
     def mean_distance(self) -> float:
@@ -126,7 +131,8 @@ class Evaluator:
             mask=sample.mask,
         )
         fidelity = float(self.fidelity(sample.image, edited))
-        return SampleScore(fidelity, distances, matched_xy, resized_from)
+        gt_distances = gt_pair_distances(sample, edited)[0] if has_ground_truth(sample) else None
+        return SampleScore(fidelity, distances, matched_xy, resized_from, gt_distances)
 
 
 def official_evaluator(
@@ -185,5 +191,23 @@ def tiny_evaluator(
         cache: optional feature cache for original images.
     """
     backbone = build_tiny(seed=seed, device=device, dtype=dtype)
+    fidelity = build_fidelity("random", seed=lpips_seed, device=device)
+    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache)
+
+
+def toy_evaluator(
+    lpips_seed: int = 0,
+    device: str = "auto",
+    dtype: str = "float32",
+    variant: str = "standard",
+    cache: Cache | None = None,
+) -> Evaluator:
+    """Toy-world metrics: DIFT on the trained toy model (dragbench/toy/weights) + a seeded random LPIPS trunk.
+
+    The toy model was trained on toy scenes, so its features follow content (unlike the random tiny model);
+    numbers are labelled weights=random (the LPIPS trunk) and are not comparable to published MD / IF.
+    Toy samples also get ground-truth distances (SampleScore.gt_distances).
+    """
+    backbone = load_toy_backbone(device=device, dtype=dtype)
     fidelity = build_fidelity("random", seed=lpips_seed, device=device)
     return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache)

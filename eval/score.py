@@ -22,7 +22,7 @@ from PIL import Image
 from dragbench import load_bench
 from dragbench.backbone import MissingWeightsError
 from eval.aggregate import summarize
-from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator
+from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator, toy_evaluator
 from eval.mean_distance import MD_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 EDIT_FILE = "dragged_image.png"  # the official output layout's file name
 PAIR_COLUMNS = ["sample_id", "category", "pair", "handle_x", "handle_y", "target_x", "target_y",
                 "matched_x", "matched_y", "distance"]
-EVALUATORS = {"official": official_evaluator, "tiny": tiny_evaluator}  # = conf/eval/{official,tiny}.yaml
+EVALUATORS = {
+    "official": official_evaluator,
+    "tiny": tiny_evaluator,
+    "toy": toy_evaluator,
+}  # = conf/eval/{official,tiny,toy}.yaml
 
 
 def _pair_rows(sample, score, labels: dict) -> list[dict]:

@@ -48,6 +48,11 @@ def object_displacements(sample: DragSample, edited: np.ndarray) -> tuple[np.nda
     return disp, found
 
 
+def has_ground_truth(sample: DragSample) -> bool:
+    """True for samples that carry a rendered true edit (toy-world samples)."""
+    return GT_KEY in sample.meta
+
+
 def gt_final_handles(sample: DragSample, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each handle's content ended up in `edited`: (N, 2) (x, y) and found (N,) bool.
 

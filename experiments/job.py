@@ -125,6 +125,7 @@ def info_columns(info: dict[str, Any]) -> dict[str, Any]:
 
 def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]:
     final = result.handles if result.handles is not None else np.full_like(sample.handles, np.nan)
+    gt = score.gt_distances if score.gt_distances is not None else np.full(sample.n_pairs, np.nan)
     return [
         {
             "sample_id": sample.sample_id,
@@ -139,6 +140,7 @@ def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]
             "matched_x": score.matched_xy[k, 0],
             "matched_y": score.matched_xy[k, 1],
             "distance": score.distances[k],
+            "gt_distance": gt[k],
         }
         for k in range(sample.n_pairs)
     ]

@@ -37,7 +37,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 TEST_CONF_DIR = TESTS_DIR / "conf"  # test-only options: eval=fast, method=knob_echo
 SEARCHPATH = f"hydra.searchpath=[file://{TEST_CONF_DIR}]"
 N_SAMPLES = 2
-OFFLINE = ["preset=offline", "logger=none", SEARCHPATH, f"dataset.n={N_SAMPLES}"]
+# The offline preset (toy model and metrics), on the synthetic samples whose answers the tests know.
+OFFLINE = ["preset=offline", "dataset=synthetic", "logger=none", SEARCHPATH, f"dataset.n={N_SAMPLES}"]
 
 
 def _compose(overrides: list[str]) -> DictConfig:

@@ -16,7 +16,7 @@ from dragbench import load_bench
 from dragbench.backbone import MissingWeightsError
 from dragbench.synth import write_synthetic_bench
 from eval import score as score_mod
-from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator
+from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator, toy_evaluator
 from eval.lpips_fidelity import build_fidelity
 from eval.patch_featurizer import PatchFeaturizer
 from eval.score import EDIT_FILE, score_folder
@@ -98,7 +98,10 @@ def test_official_without_weights_is_one_line_naming_both(tmp_path, monkeypatch,
     assert err.count("\n") == 0 and "alexnet" in err and "stable-diffusion-2-1" in err
 
 
-@pytest.mark.parametrize("name,factory", [("official", official_evaluator), ("tiny", tiny_evaluator)])
+@pytest.mark.parametrize(
+    "name,factory",
+    [("official", official_evaluator), ("tiny", tiny_evaluator), ("toy", toy_evaluator)],
+)
 def test_yaml_matches_factory_signature(name, factory):
     cfg = yaml.safe_load((REPO / "conf" / "eval" / f"{name}.yaml").read_text())
     assert cfg.pop("_target_") == f"{factory.__module__}.{factory.__name__}"

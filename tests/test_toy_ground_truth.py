@@ -86,3 +86,36 @@ def test_pixel_metrics_known_answers(samples):
     b = a.copy()
     b[0, 0, 0] = 255  # MSE = 255² / 48 -> PSNR = 10 log10(48)
     assert psnr(a, b) == pytest.approx(10 * np.log10(48))
+
+
+def test_evaluator_and_summary_report_gt_distance(samples):
+    """Scoring a toy sample attaches ground truth; the bench gt_distance is the mean over pairs with a CI."""
+    import pandas as pd
+
+    from eval.aggregate import summarize
+    from eval.evaluator import Evaluator
+    from eval.patch_featurizer import PatchFeaturizer
+
+    class PixelFidelity:
+        weights = "real"
+
+        def __call__(self, a, b):
+            return 1.0 - float(np.abs(a.astype(float) - b.astype(float)).mean() / 255)
+
+    evaluator = Evaluator(PatchFeaturizer(position_weight=1.0), PixelFidelity())
+    rows, pairs = [], []
+    for k, s in enumerate(samples[:4]):
+        edited = s.meta[GT_KEY]["gt_image"] if k % 2 == 0 else s.image  # perfect edit / identity
+        score = evaluator.score(s, edited)
+        assert score.gt_distances is not None and score.gt_distances.shape == (s.n_pairs,)
+        rows.append({"sample_id": s.sample_id, "category": s.category, "status": "ok",
+                     "image_fidelity": score.image_fidelity})
+        pairs += [{"sample_id": s.sample_id, "category": s.category, "distance": d, "gt_distance": g}
+                  for d, g in zip(score.distances, score.gt_distances, strict=True)]
+    drag = [np.linalg.norm(s.targets - s.handles, axis=1) for s in samples[1:4:2]]
+    expected = np.concatenate([np.zeros(2 * len(samples[0].handles)), *drag]).sum() / len(pairs)
+    out = summarize(pd.DataFrame(rows), pd.DataFrame(pairs), n_boot=200, seed=0)
+    assert out["gt_distance"] == pytest.approx(expected, abs=0.1)
+    assert out["gt_distance_ci"][0] <= out["gt_distance"] <= out["gt_distance_ci"][1]
+    no_gt = summarize(pd.DataFrame(rows), pd.DataFrame(pairs).drop(columns="gt_distance"), n_boot=50)
+    assert "gt_distance" not in no_gt
