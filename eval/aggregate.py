@@ -50,7 +50,8 @@ def _pair_mean(ok: pd.DataFrame, ok_pairs: pd.DataFrame, column: str, n_boot: in
     per_sample = pairs.groupby("sample_id")[column].agg(["sum", "count"])
     per_sample = per_sample.reindex(ok["sample_id"], fill_value=0)  # (n_ok, 2), ok-sample order
     mean = float(pairs[column].mean()) if len(pairs) else float("nan")
-    return mean, list(ratio_bootstrap_ci(per_sample["sum"], per_sample["count"], n_boot, seed, ci)), len(pairs)
+    ci_bounds = list(ratio_bootstrap_ci(per_sample["sum"], per_sample["count"], n_boot, seed, ci))
+    return mean, ci_bounds, len(pairs)
 
 
 def _summarize_ok(ok: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
@@ -67,7 +68,8 @@ def _summarize_ok(ok: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int,
     )
     # Ground truth (toy world only): the true distance of each handle's content to its target.
     if "gt_distance" in ok_pairs and np.isfinite(ok_pairs["gt_distance"].to_numpy(np.float64)).any():
-        out["gt_distance"], out["gt_distance_ci"], _ = _pair_mean(ok, ok_pairs, "gt_distance", n_boot, seed, ci)
+        gt, gt_ci, _ = _pair_mean(ok, ok_pairs, "gt_distance", n_boot, seed, ci)
+        out.update(gt_distance=gt, gt_distance_ci=gt_ci)
     return out
 
 

@@ -18,9 +18,9 @@ from dragbench.cache import Cache
 from dragbench.sample import DragSample
 from dragbench.toy.model import load_toy_backbone
 from eval.dift import DiftFeaturizer, Featurizer
-from eval.toy_ground_truth import gt_pair_distances, has_ground_truth
 from eval.lpips_fidelity import LpipsFidelity, build_fidelity
 from eval.mean_distance import MD_VARIANTS, mean_distance
+from eval.toy_ground_truth import gt_pair_distances, has_ground_truth
 
 log = logging.getLogger(__name__)
 

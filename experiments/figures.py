@@ -64,12 +64,17 @@ def _panels(summary: pd.DataFrame) -> list[tuple[Panel, pd.DataFrame]]:
 
 def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:
     ax_if = ax.twinx()
-    for axis, name, color, label in (
-        (ax, "mean_distance", MD_COLOR, "MD (↓)"),
-        (ax_if, "image_fidelity", IF_COLOR, "IF (↑)"),
-    ):
+    curves = [
+        (ax, "mean_distance", MD_COLOR, "MD (↓)", "o-"),
+        (ax_if, "image_fidelity", IF_COLOR, "IF (↑)", "o-"),
+    ]
+    if "gt_distance" in rows and np.isfinite(rows["gt_distance"].to_numpy(dtype=float)).any():
+        # Toy world: the ground-truth distance (true position of the dragged content), same axis as MD.
+        curves.append((ax, "gt_distance", MD_COLOR, "GT distance (↓)", "s--"))
+        ax.legend(handles=[], title="— MD  -- GT distance", title_fontsize=7, loc="upper left", frameon=False)
+    for axis, name, color, label, style in curves:
         y = rows[name].to_numpy(dtype=float)
-        axis.plot(x, y, "o-", color=color, label=label)
+        axis.plot(x, y, style, color=color, label=label)
         low, high = f"{name}_ci_low", f"{name}_ci_high"
         if low in rows and high in rows:
             axis.fill_between(
@@ -80,8 +85,9 @@ def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, defaul
                 alpha=0.2,
                 linewidth=0,
             )
-        axis.set_ylabel(label, color=color)
-        axis.tick_params(axis="y", colors=color)
+        if name != "gt_distance":
+            axis.set_ylabel(label, color=color)
+            axis.tick_params(axis="y", colors=color)
     if default is not None:
         ax.axvline(default, color="gray", linestyle="--", linewidth=1)
         ax.annotate(

@@ -52,6 +52,7 @@ PAIR_COLUMNS = (
     "matched_x",
     "matched_y",
     "distance",
+    "gt_distance",  # toy world only (ground truth); NaN elsewhere
 )
 # Statuses after which a sample is never recomputed ("failed" is retried when retry_failed=True).
 FINAL_STATUSES = ("ok", "unsupported", "skipped")

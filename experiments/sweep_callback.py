@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "summary.csv"
 FIGURE_STEM = "fig7"
-METRIC_COLUMNS = ("mean_distance", "image_fidelity")
+METRIC_COLUMNS = ("mean_distance", "image_fidelity", "gt_distance")  # gt_distance: toy world only
 COUNT_COLUMNS = ("n_samples", "n_pairs", "n_failed", "n_skipped", "n_unsupported")
 LABEL_COLUMNS = ("method_weights", "eval_weights", "weights", "metric_version")
 

@@ -4,7 +4,6 @@ non-square DragBench sample, category routing, explicit LPIPS failure."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np

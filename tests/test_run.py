@@ -207,3 +207,17 @@ def test_info_columns_and_weights_labels():
     assert combined_weights("real", "real") == combined_weights("none", "real") == "real"
     assert combined_weights("random", "real") == "random"
     assert combined_weights("toy", "random") == "random+toy"
+
+
+def test_toy_world_job_reports_ground_truth_distance(make_cfg):
+    """On toy scenes the identity edit leaves every object in place: gt_distance = mean drag length."""
+    from dragbench.toy.samples import toy_samples
+
+    cfg = make_cfg("method=identity", "eval=fast", "dataset=toy", "dataset.n=3")
+    metrics = run_from_config(cfg)
+    samples = toy_samples(3)
+    drag = np.concatenate([np.linalg.norm(s.targets - s.handles, axis=1) for s in samples])
+    assert metrics["gt_distance"] == pytest.approx(drag.mean(), abs=0.1)
+    assert metrics["gt_distance_ci"][0] <= metrics["gt_distance"] <= metrics["gt_distance_ci"][1]
+    pairs = pd.read_csv(f"{cfg.paths.output_dir}/pairs.csv")
+    np.testing.assert_allclose(pairs["gt_distance"], drag, atol=0.1)
