@@ -9,6 +9,8 @@ tiny pipeline in ../shared/data/official-ref), so "UNet block 3", "attention lay
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +126,25 @@ class Backbone:
             return_tensors="pt",
         ).input_ids.to(self.device)
         return self.text_encoder(ids)[0]
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of every UNet / VAE / text-encoder weight and of the scheduler config (computed once).
+
+        The model part of every cache key: `name` is a label ("tiny" for every seed) or a machine path, so
+        it can neither tell two models apart nor match one model across machines. LoRA adapter weights
+        (peft keys with "lora_") are left out, so the value does not depend on when it is first read.
+        """
+        # skip "_" keys: diffusers bookkeeping (`_use_default_values` is in set order, varies per process)
+        config = {k: v for k, v in self.scheduler.config.items() if not k.startswith("_")}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+        for part in ("unet", "vae", "text_encoder"):
+            for key, tensor in getattr(self, part).state_dict().items():
+                if "lora_" in key:
+                    continue
+                digest.update(f"{part}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+                digest.update(tensor.detach().reshape(-1).cpu().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def fresh_scheduler(self) -> DDIMScheduler:
         """A new DDIM scheduler with this backbone's config (schedulers hold per-run state)."""

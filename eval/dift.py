@@ -97,8 +97,8 @@ class DiftFeaturizer:
         """Everything besides (image, prompt) that determines the output: part of the feature cache key."""
         return dict(
             featurizer="dift",
-            model=self.backbone.name,
-            weights=self.backbone.weights,
+            model=self.backbone.fingerprint,
+            device=str(self.backbone.device),
             dtype=str(self.backbone.dtype),
             t=self.t,
             up_ft_index=self.up_ft_index,

@@ -90,6 +90,7 @@ def drag_latent(
     handles_init = handles_rc.detach().clone()
     handles = handles_init.clone()
     result = DragLoopResult(latent=latent0, handles_rc=handles)
+    losses: list[torch.Tensor] = []  # kept on the device; one host copy after the loop
     for it in range(max_iters):
         result.iterations = it + 1
         autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if mixed_precision
@@ -109,9 +110,11 @@ def drag_latent(
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad()
-        result.losses.append(float(loss.detach()))
+        losses.append(loss.detach().float())
         result.steps += 1
-        log.debug("drag iteration %d loss %.6f handles %s", it, result.losses[-1], handles.tolist())
+        if log.isEnabledFor(logging.DEBUG):  # the arguments would force a host sync every iteration
+            log.debug("drag iteration %d loss %.6f handles %s", it, float(loss), handles.tolist())
+    result.losses = torch.stack(losses).tolist() if losses else []
     result.latent = latent.detach()
     result.handles_rc = handles
     return result

@@ -8,6 +8,7 @@ Applying and saving a LoRA live in `lora_adapter` (re-exported here).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import Counter
@@ -203,8 +204,8 @@ class LoraTrainer:
         base = dict(
             image_sha256=_image_sha256(image),
             prompt=prompt,
-            backbone_name=backbone.name,
-            backbone_weights=backbone.weights,
+            model=backbone.fingerprint,
+            device=str(backbone.device),  # CPU and CUDA training differ in the last bits
             dtype=str(backbone.dtype),
             rank=self.rank,
             alpha=self.alpha,
@@ -215,15 +216,19 @@ class LoraTrainer:
         )
         trained: dict[int, LoraStateDict] = {}
         out: dict[int, LoraStateDict] = {}
-        for step in reversed(wanted):  # the first miss is the largest one: train to it, once
+        # One inter-process lock per (sample, model, hyper-parameters), whatever the step counts: concurrent
+        # sweep jobs of one sample wait for the first training, then hit its snapshots or resume from it.
+        lock = getattr(self.cache, "lock", None)
+        with lock(CACHE_NAMESPACE, base) if lock is not None else contextlib.nullcontext():
+            for step in reversed(wanted):  # the first miss is the largest one: train to it, once
 
-            def compute(step: int = step) -> LoraStateDict:
-                if step not in trained:
-                    below = [s for s in wanted if s <= step]
-                    trained.update(self._train(backbone, image, prompt, below, size, base))
-                return trained[step]
+                def compute(step: int = step) -> LoraStateDict:
+                    if step not in trained:
+                        below = [s for s in wanted if s <= step]
+                        trained.update(self._train(backbone, image, prompt, below, size, base))
+                    return trained[step]
 
-            out[step] = self.cache.get_or_compute(CACHE_NAMESPACE, {**base, "step": step}, compute)
+                out[step] = self.cache.get_or_compute(CACHE_NAMESPACE, {**base, "step": step}, compute)
         return {s: out[s] for s in wanted}
 
     def _train(
@@ -264,17 +269,19 @@ class LoraTrainer:
                 if resume[0] in snapshot_steps:
                     snaps[resume[0]] = lora_state_dict(unet)
             unet.train()
+            losses: list[Tensor] = []  # on the device; one host copy after the run
             for step in self._step_range(first, last):
                 batch = self._draw_batch(crops, generator, n_train_t)
                 loss = denoising_loss(unet, scheduler, *batch, text)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                self.losses.append(loss.item())
+                losses.append(loss.detach())
                 self.steps_taken += 1
                 LORA_STATS["optimizer_steps"] += 1
                 if step in snapshot_steps:
                     snaps[step] = lora_state_dict(unet)
+            self.losses = torch.stack(losses).tolist() if losses else []
             if base is not None and _can_resume(self.cache) and last > 0:
                 state = _training_state(params, optimizer, generator)
                 self.cache.put(RESUME_NAMESPACE, {**base, "step": last}, state)

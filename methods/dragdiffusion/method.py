@@ -84,6 +84,9 @@ class DragDiffusion:
         lora_rank: LoRA rank (alpha = rank).
         lora_lr: LoRA AdamW learning rate.
         lora_batch_size: LoRA batch size.
+        lora_plan_steps: the other LoRA step counts of the sweep this job belongs to (cost only, results are
+            bit-identical): with a cache, the first job of a sample trains once to the largest count and
+            stores every snapshot, so the other points train nothing. Ignored without a cache.
         seed: torch seed set before every sample.
         cache: optional content-addressed cache for LoRA snapshots and inverted latents.
         autocast: "auto" = CUDA fp16 autocast in the drag loop on GPU (as the official code), fp32 on CPU;
@@ -109,6 +112,7 @@ class DragDiffusion:
         lora_rank: int = 16,
         lora_lr: float = 5e-4,
         lora_batch_size: int = 4,
+        lora_plan_steps: list[int] | None = None,
         seed: int = 42,
         cache: Any | None = None,
         autocast: str = "auto",
@@ -148,8 +152,11 @@ class DragDiffusion:
         self.lora_rank = lora_rank
         self.lora_lr = lora_lr
         self.lora_batch_size = lora_batch_size
+        self.lora_plan_steps = sorted({int(s) for s in lora_plan_steps or [] if s > 0})
         self.seed = seed
         self.cache = cache
+        if cache is not None:
+            _ = backbone.fingerprint  # read once now, before any LoRA adapter is applied to the shared UNet
         self.autocast = autocast
 
     # ------------------------------------------------------------------ public API
@@ -283,7 +290,7 @@ class DragDiffusion:
             self.backbone,
             sample.image,
             sample.prompt,
-            steps=[self.lora_steps],
+            steps=sorted({self.lora_steps, *(self.lora_plan_steps if self.cache is not None else [])}),
             rank=self.lora_rank,
             alpha=self.lora_rank,
             lr=self.lora_lr,
@@ -330,8 +337,7 @@ class DragDiffusion:
         inputs = {
             "image_sha256": _sha256_array(sample.image),
             "prompt": sample.prompt,
-            "model": bb.name,
-            "weights": bb.weights,
+            "model": bb.fingerprint,
             "device": str(bb.device),
             "dtype": str(bb.dtype),
             "lora_sha256": None if lora_state is None else _sha256_state(lora_state),

@@ -72,11 +72,13 @@ def motion_supervision_loss(feats: torch.Tensor, handles_rc: torch.Tensor, targe
     grid_hw = (feats.shape[-2], feats.shape[-1])
     factor = (2 * r1 + 1) ** 2
     loss: torch.Tensor | float = 0.0
-    for handle, target in zip(handles_rc, targets_rc, strict=True):
-        if (target - handle).norm() < skip_distance:
+    # one host copy per call: (row, col, distance to target) of every handle, for the skips and windows
+    host = torch.cat([handles_rc, (targets_rc - handles_rc).norm(dim=-1, keepdim=True)], dim=1).tolist()
+    for handle, target, (row, col, distance) in zip(handles_rc, targets_rc, host, strict=True):
+        if distance < skip_distance:
             continue
         direction = (target - handle) / (target - handle).norm()  # (2,) unit (d_row, d_col)
-        window = clipped_window(handle, r1, grid_hw)
+        window = clipped_window((row, col), r1, grid_hw)
         r0, r1_, c0, c1 = window
         reference = feats[:, :, r0:r1_, c0:c1].detach()
         moved = sample_shifted_patch(feats, window, direction.to(feats.device))

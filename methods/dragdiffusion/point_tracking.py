@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 
-def clipped_window(center_rc: torch.Tensor, radius: int,
+def clipped_window(center_rc: torch.Tensor | tuple[float, float], radius: int,
                    grid_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """Square window of `radius` around an integer-valued (row, col), clipped to the grid (not padded).
 
@@ -26,7 +26,7 @@ def clipped_window(center_rc: torch.Tensor, radius: int,
 
 def track_points(feats: torch.Tensor, feats0: torch.Tensor, handles_rc: torch.Tensor,
                  handles_init_rc: torch.Tensor, r2: int) -> torch.Tensor:
-    """Move each handle to its best match in a window around it.
+    """Move each handle to its best match in a window around it (all handles at once, on the device).
 
     Args:
         feats: (1, C, h, w) current feature map F1.
@@ -38,18 +38,23 @@ def track_points(feats: torch.Tensor, feats0: torch.Tensor, handles_rc: torch.Te
     Returns:
         (N, 2) new handles (row, col), same dtype as `handles_rc`; first minimum in row-major order on ties.
     """
-    grid_hw = (feats.shape[-2], feats.shape[-1])
-    new = handles_rc.detach().clone()
+    h, w = feats.shape[-2], feats.shape[-1]
+    k = 2 * r2 + 1
     with torch.no_grad():
-        for i in range(len(handles_rc)):
-            ref = feats0[:, :, int(handles_init_rc[i, 0]), int(handles_init_rc[i, 1])]  # (1, C)
-            r0, r1, c0, c1 = clipped_window(handles_rc[i], r2, grid_hw)
-            window = feats[:, :, r0:r1, c0:c1]  # (1, C, wr, wc)
-            dist = (ref[:, :, None, None] - window).abs().sum(dim=1)[0]  # (wr, wc)
-            row, col = divmod(int(dist.argmin()), dist.shape[-1])
-            new[i, 0] = r0 + row
-            new[i, 1] = c0 + col
-    return new
+        init = handles_init_rc.detach().long()  # (N, 2); truncation as int() for points inside the grid
+        cur = handles_rc.detach().long()  # (N, 2)
+        ref = feats0[0][:, init[:, 0], init[:, 1]]  # (C, N)
+        offsets = torch.arange(-r2, r2 + 1, device=feats.device)  # (K,)
+        rows, cols = cur[:, :1] + offsets, cur[:, 1:] + offsets  # (N, K) each
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (N, K, K)
+        r_idx, c_idx = rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]  # (N,K,1), (N,1,K)
+        window = feats[0][:, r_idx, c_idx]  # (C, N, K, K)
+        dist = (ref[:, :, None, None] - window).abs().sum(dim=0)  # (N, K, K)
+        dist = dist.masked_fill(~inside, float("inf"))  # outside the grid = outside the clipped window
+        best = dist.flatten(1).argmin(dim=1)  # (N,) first minimum in row-major order, as the clipped window
+        new_rows = rows.gather(1, (best // k)[:, None])[:, 0]  # (N,)
+        new_cols = cols.gather(1, (best % k)[:, None])[:, 0]  # (N,)
+    return torch.stack([new_rows, new_cols], dim=1).to(handles_rc.dtype)
 
 
 def pair_distances(handles_rc: torch.Tensor, targets_rc: torch.Tensor) -> torch.Tensor:
