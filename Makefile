@@ -35,7 +35,7 @@ format: $(STAMP) ## ruff format + import sorting
 	$(PY) -m ruff check --fix --select I .
 	$(PY) -m ruff format .
 
-figures: $(STAMP) ## Redraw Fig. 7 from a sweep: make figures SWEEP=multirun/<date>/<time>
+figures: $(STAMP) ## Redraw Fig. 7 from a sweep: make figures SWEEP=logs/fig7/multiruns/<stamp>
 	$(PY) -m experiments.figures $(SWEEP) --out $(SWEEP)/figures
 
 bench: $(STAMP) ## Performance ratios (benchmarks/*.py)
