@@ -43,9 +43,18 @@ def knob_shift(inversion_step: int, lora_steps: int, unet_block: int) -> int:
 
 
 class KnobEcho:
-    """Rolls the image right by `knob_shift(...)` pixels; tracks handles along."""
+    """Rolls the image right by `knob_shift(...)` pixels; tracks handles along.
 
-    def __init__(self, inversion_step: int = 35, lora_steps: int = 80, unet_block: int = 3) -> None:
+    Takes every knob the fig7 experiments set (`lora_plan_steps` is cost-only and ignored here).
+    """
+
+    def __init__(
+        self,
+        inversion_step: int = 35,
+        lora_steps: int = 80,
+        unet_block: int = 3,
+        lora_plan_steps: list[int] | None = None,
+    ) -> None:
         self.shift = knob_shift(inversion_step, lora_steps, unet_block)
 
     def edit(self, sample: DragSample) -> EditResult:
