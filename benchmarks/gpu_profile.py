@@ -24,7 +24,15 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from dragbench.backbone import DDIM_CONFIG, Backbone, build_tiny, resolve_dtype
+from dragbench.backbone import (
+    CLIP_TEXT_COMMON,
+    DDIM_CONFIG,
+    SD15_UNET_TOPOLOGY,
+    SD15_VAE_TOPOLOGY,
+    Backbone,
+    build_tiny,
+    resolve_dtype,
+)
 from dragbench.model_calls import ModelCalls, backbone_modules
 from dragbench.sample import DragSample
 from dragbench.synth import synthetic_samples
@@ -35,41 +43,28 @@ log = logging.getLogger(__name__)
 
 # SD-1.5's published component configs (runwayml/stable-diffusion-v1-5 unet/vae/text_encoder config.json).
 SD15_UNET_CONFIG = dict(
+    **SD15_UNET_TOPOLOGY,
     sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     cross_attention_dim=768,
     attention_head_dim=8,
     norm_num_groups=32,
 )
 SD15_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
+    **SD15_VAE_TOPOLOGY,
     block_out_channels=(128, 256, 512, 512),
     layers_per_block=2,
-    latent_channels=4,
     norm_num_groups=32,
     sample_size=512,
     scaling_factor=0.18215,
 )
 SD15_TEXT_CONFIG = dict(
+    **CLIP_TEXT_COMMON,
     hidden_size=768,
     intermediate_size=3072,
     num_attention_heads=12,
     num_hidden_layers=12,
     vocab_size=1000,  # the offline byte-level tokenizer's ids fit; CLIP's real vocabulary is 49408
-    max_position_embeddings=77,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-    bos_token_id=0,
-    eos_token_id=2,
-    pad_token_id=1,
 )
 MODES = {  # mode -> (weights dtype, DragDiffusion.autocast)
     "fp32": ("float32", "off"),

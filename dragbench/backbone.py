@@ -35,43 +35,56 @@ DDIM_CONFIG = dict(
     prediction_type="epsilon",
 )
 
-# SD-1.5 topology, small widths (official-ref README, "The tiny model").
-TINY_UNET_CONFIG = dict(
-    sample_size=16,
+# SD-1.5's block topology: 4 down / 4 up UNet blocks with cross-attention where SD has it and 2 layers per
+# block (so 16 self-attention layers), a 4-block VAE (factor 8). Variants change only widths.
+SD15_UNET_TOPOLOGY = dict(
     in_channels=4,
     out_channels=4,
     layers_per_block=2,
-    block_out_channels=(32, 32, 64, 64),
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=32,
-    attention_head_dim=8,
-    norm_num_groups=8,
 )
-TINY_VAE_CONFIG = dict(
+SD15_VAE_TOPOLOGY = dict(
     in_channels=3,
     out_channels=3,
     down_block_types=("DownEncoderBlock2D",) * 4,
     up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(16, 32, 32, 32),
-    layers_per_block=1,
     latent_channels=4,
-    norm_num_groups=8,
-    sample_size=128,
-    scaling_factor=0.18215,
 )
-TINY_TEXT_CONFIG = dict(
-    hidden_size=32,
-    intermediate_size=37,
-    num_attention_heads=4,
-    num_hidden_layers=5,
-    vocab_size=1000,
+# CLIP text-encoder settings shared by every SD-shaped variant built here (offline tokenizer ids).
+CLIP_TEXT_COMMON = dict(
     max_position_embeddings=77,
     hidden_act="quick_gelu",
     layer_norm_eps=1e-5,
     bos_token_id=0,
     eos_token_id=2,
     pad_token_id=1,
+)
+
+# SD-1.5 topology, small widths (official-ref README, "The tiny model").
+TINY_UNET_CONFIG = dict(
+    **SD15_UNET_TOPOLOGY,
+    sample_size=16,
+    block_out_channels=(32, 32, 64, 64),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=8,
+)
+TINY_VAE_CONFIG = dict(
+    **SD15_VAE_TOPOLOGY,
+    block_out_channels=(16, 32, 32, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    sample_size=128,
+    scaling_factor=0.18215,
+)
+TINY_TEXT_CONFIG = dict(
+    **CLIP_TEXT_COMMON,
+    hidden_size=32,
+    intermediate_size=37,
+    num_attention_heads=4,
+    num_hidden_layers=5,
+    vocab_size=1000,
 )
 
 
