@@ -89,7 +89,8 @@ def score(samples: list[DragSample], out: Path, device: str) -> dict:
     featurize = DiftFeaturizer(load_toy_backbone(device=device))
     feats0 = [featurize(s.image, s.prompt) for s in samples]
     ident = np.array([gt_pair_distances(s, s.image)[0].mean() for s in samples])
-    report: dict = {"n_samples": len(samples), "pairs_per_sample": 1, "ci": CI, "n_boot": N_BOOT}
+    report: dict = {"n_samples": len(samples), "pairs": int(sum(s.n_pairs for s in samples)), "ci": CI,
+                    "n_boot": N_BOOT}
     for name in METHODS:
         path = out / f"edits_{name}.npz"
         if not path.exists():

@@ -54,7 +54,7 @@ def test_shifted_edit_gives_known_distance(samples):
     final, found = gt_final_handles(s, shifted)
     np.testing.assert_allclose(final, s.targets + [k, 0], atol=0.1)
     d, _ = gt_pair_distances(s, shifted)
-    np.testing.assert_allclose(d, [k], atol=0.1)
+    np.testing.assert_allclose(d, np.full(s.n_pairs, k), atol=0.1)
 
 
 def test_lost_object_counts_as_not_moved(samples):
@@ -73,7 +73,7 @@ def test_no_ground_truth_gives_nan_and_false(samples):
     s = samples[0]
     plain = DragSample(s.sample_id, s.category, s.prompt, s.image, s.mask, s.handles, s.targets, meta={})
     d, found = gt_pair_distances(plain, s.image)
-    assert d.shape == (1,) and np.isnan(d).all() and not found.any()
+    assert d.shape == (s.n_pairs,) and np.isnan(d).all() and not found.any()
     assert all(np.isnan(v) for v in gt_image_metrics(plain, s.image).values())
 
 

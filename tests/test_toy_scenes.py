@@ -39,9 +39,12 @@ def test_sample_contract(samples):
     for s in samples:
         assert s.category == "toy" and s.sample_id.startswith("toy/scene_")
         assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
-        assert s.mask.dtype == bool and s.n_pairs == 1
-        drag = np.linalg.norm(s.targets - s.handles, axis=1)
-        assert np.all((drag >= 7.5) & (drag <= 20.5))  # 8-20 px, displacement rounded to integers
+        assert s.mask.dtype == bool and s.n_pairs == 5
+        drag = s.targets - s.handles
+        assert np.all(drag == drag[0])  # one rigid displacement for every handle
+        length = np.linalg.norm(drag, axis=1)
+        assert np.all((length >= 7.5) & (length <= 20.5))  # 8-20 px, displacement rounded to integers
+        assert len(np.unique(s.handles, axis=0)) == 5  # distinct points pin the object
         assert np.array_equal(s.handles, np.round(s.handles))
         assert np.array_equal(s.targets, np.round(s.targets))
 
@@ -49,6 +52,7 @@ def test_sample_contract(samples):
 def test_ground_truth_object_sits_at_the_target(samples):
     for s in samples:
         gt = s.meta[GT_KEY]
+        assert gt["pair_objects"] == [len(gt["objects"]) - 1] * s.n_pairs  # all handles on the dragged object
         obj = gt["objects"][gt["pair_objects"][0]]
         radius = obj["size"] * BOUNDING_RADIUS[obj["shape"]] + 2
         c0, n0 = locate_object(s.image, np.array(obj["rgb"]), radius)
@@ -58,11 +62,10 @@ def test_ground_truth_object_sits_at_the_target(samples):
         np.testing.assert_allclose(s.handles + (c1 - c0), gt["gt_handles"], atol=0.1)
         np.testing.assert_array_equal(gt["gt_handles"], s.targets)
         assert abs(n1 - n0) <= 3  # the moved object is not clipped or occluded
-        # the handle is on the object, in both images the mask covers the object at start and end
-        hx, hy = s.handles[0].astype(int)
-        assert np.linalg.norm(s.image[hy, hx].astype(float) - obj["rgb"]) < 2
-        tx, ty = s.targets[0].astype(int)
-        assert np.linalg.norm(gt["gt_image"][ty, tx].astype(float) - obj["rgb"]) < 2
+        # every handle is on the object and every target on the moved object; the mask covers both
+        for (hx, hy), (tx, ty) in zip(s.handles.astype(int), s.targets.astype(int), strict=True):
+            assert np.linalg.norm(s.image[hy, hx].astype(float) - obj["rgb"]) < 2
+            assert np.linalg.norm(gt["gt_image"][ty, tx].astype(float) - obj["rgb"]) < 2
         obj_pixels = np.linalg.norm(s.image.astype(float) - obj["rgb"], axis=-1) < 2
         gt_pixels = np.linalg.norm(gt["gt_image"].astype(float) - obj["rgb"], axis=-1) < 2
         assert s.mask[obj_pixels].all() and s.mask[gt_pixels].all()
