@@ -22,7 +22,7 @@ from experiments.results_store import EDITED_IMAGE, EDITS_DIR, RESULTS_CSV
 log = logging.getLogger(__name__)
 
 MD_COLOR, IF_COLOR = "tab:red", "tab:blue"
-NOT_COMPARABLE = "random/tiny weights — not comparable"
+NOT_COMPARABLE = "offline (random/tiny/toy) weights — not comparable to papers"
 FIG7_KNOBS = ("method.inversion_step", "method.lora_steps", "method.unet_block")
 
 
@@ -112,7 +112,8 @@ def plot_fig7(summary: pd.DataFrame) -> Figure:
 
     Returns:
         One panel per knob that varies (like the paper's Fig. 7); when none varies, one panel of MD/IF per
-        job. The title says "random/tiny weights — not comparable" unless every job used real weights.
+        job. The title flags offline weights (NOT_COMPARABLE, with the jobs' labels) unless every job used
+        real weights.
     """
     panels = _panels(summary)
     n = max(1, len(panels))
@@ -124,7 +125,8 @@ def plot_fig7(summary: pd.DataFrame) -> Figure:
     else:
         _draw_panel(axes[0][0], np.arange(len(summary), dtype=float), summary, "job", None)
     weights = set(summary["weights"].dropna().astype(str)) if "weights" in summary else set()
-    title = "MD (↓) and IF (↑)" + ("" if weights <= {"real"} else f"  [{NOT_COMPARABLE}]")
+    labels = ", ".join(sorted(weights - {"real"}))
+    title = "MD (↓) and IF (↑)" + ("" if weights <= {"real"} else f"  [{NOT_COMPARABLE}: {labels}]")
     fig.suptitle(title, fontsize=10, color="black" if weights <= {"real"} else "darkred")
     return fig
 
