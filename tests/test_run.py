@@ -84,7 +84,7 @@ def test_identity_job_writes_the_job_dir_contract(make_cfg, tiny_samples):
 
 @pytest.mark.slow  # the tiny DIFT ensemble: ~5-20 s per sample on 2 busy CPU cores
 def test_offline_preset_runs_the_real_tiny_metrics(make_cfg, tiny_samples):
-    cfg = make_cfg("method=identity", "dataset.n=1")
+    cfg = make_cfg("method=identity", "eval=tiny", "dataset.n=1")  # preset=offline alone picks eval=toy
     metrics = run_from_config(cfg)
     assert cfg.eval._target_ == "eval.evaluator.tiny_evaluator"
     assert metrics["n_samples"] == 1 and metrics["weights"] == "random"

@@ -66,6 +66,7 @@ def test_submitit_local_two_point_sweep(cli, tmp_path, tiny_samples):
 # DragDiffusion on the tiny backbone with few steps (the knobs' meaning is kept; only the budget shrinks).
 TINY_DRAGDIFFUSION = (
     "method=dragdiffusion",
+    "model=tiny",  # preset=offline would pick the toy model
     "eval=fast",
     "hydra/job_logging=none",
     "dataset.n=1",
