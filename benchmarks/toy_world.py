@@ -7,6 +7,8 @@ Stage `score` (CPU) regenerates the samples from (n, seed) and writes OUT/toy_wo
 GT distance (eval/toy_ground_truth.py), lost objects, pixel metrics vs the GT edit, MD (DIFT features from the
 toy model itself: labelled `md_toy_dift`, not the official SD-2.1 MD), each with 95 % bootstrap CIs, and the
 paired ratio GT distance(method) / GT distance(identity) over the same samples.
+Stage `figure` draws OUT/toy_examples.png/.pdf: the first samples' drags, their ground-truth edits and every
+method's edit, one row each (docs/toy_examples.png is this figure for the committed numbers).
 
     PYTHONPATH=. python benchmarks/toy_world.py --stage all --device cuda --n 24 --out OUT
 """
@@ -33,6 +35,7 @@ log = logging.getLogger("benchmarks.toy_world")
 INVERSION_STEP, N_INFERENCE_STEPS = 35, 50  # SPEC §2
 N_BOOT, CI, BOOT_SEED = 2000, 0.95, 0
 METHODS = ("recon", "identity", "dd_nolora", "dd_lora")
+LABELS = {"dd_nolora": "DragDiffusion\nno LoRA", "dd_lora": "DragDiffusion\nLoRA 80"}
 
 
 @torch.no_grad()
@@ -121,10 +124,40 @@ def score(samples: list[DragSample], out: Path, device: str) -> dict:
     return report
 
 
+def example_figure(samples: list[DragSample], out: Path, n_cols: int = 8) -> list[Path]:
+    """Rows: the drag (handles red, targets blue, mask tinted), the GT edit, each method's edit in `out`."""
+    from matplotlib.figure import Figure
+
+    from dragbench.toy.samples import GT_KEY
+    from dragbench.visualize import draw_drag
+    from experiments.figures import save_figure
+
+    def drag(s: DragSample, k: int = 4) -> np.ndarray:  # drawn k x larger: 64 px leaves no room for the dots
+        big = s.image.repeat(k, 0).repeat(k, 1)
+        return draw_drag(big, s.mask.repeat(k, 0).repeat(k, 1), s.handles * k + k / 2, s.targets * k + k / 2)
+
+    shown = samples[:n_cols]
+    rows = [("drag", [drag(s) for s in shown]),
+            ("ground truth", [s.meta[GT_KEY]["gt_image"] for s in shown])]
+    for name in METHODS[2:]:  # the edits worth looking at; recon / identity look like the input
+        if (out / f"edits_{name}.npz").exists():
+            rows.append((LABELS[name], list(np.load(out / f"edits_{name}.npz")["images"][: len(shown)])))
+    fig = Figure(figsize=(1.2 * len(shown), 1.25 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(shown), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            if c < len(images):
+                ax.imshow(images[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(label, fontsize=7)
+    return save_figure(fig, out / "toy_examples")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["edit", "score", "all"], default="all")
+    p.add_argument("--stage", choices=["edit", "score", "figure", "all"], default="all")
     p.add_argument("--device", default="cpu")
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--seed", type=int, default=0, help="toy-sample seed")
@@ -141,6 +174,8 @@ def main() -> None:
     if args.stage in ("score", "all"):
         report = score(samples, out, args.device)
         print(json.dumps({k: v for k, v in report.items() if isinstance(v, dict)}, indent=1))
+    if args.stage in ("figure", "all"):
+        print("figure:", *example_figure(samples, out))
 
 
 if __name__ == "__main__":
