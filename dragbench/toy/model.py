@@ -9,31 +9,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dragbench.backbone import Backbone, load_pretrained
+from dragbench.backbone import SD15_UNET_TOPOLOGY, SD15_VAE_TOPOLOGY, Backbone, load_pretrained
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 IMAGE_SIZE = 64  # toy scenes are 64x64 (the probe: 64 px + factor-4 VAE beat 128 px + factor 8)
 
 TOY_UNET_CONFIG = dict(
+    **SD15_UNET_TOPOLOGY,
     sample_size=16,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
     block_out_channels=(32, 64, 64, 64),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     cross_attention_dim=64,
     attention_head_dim=8,
     norm_num_groups=8,
 )
 TOY_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 3,  # 3 blocks -> downsampling factor 4
+    SD15_VAE_TOPOLOGY,
+    down_block_types=("DownEncoderBlock2D",) * 3,  # 3 blocks instead of SD's 4 -> downsampling factor 4
     up_block_types=("UpDecoderBlock2D",) * 3,
     block_out_channels=(32, 64, 64),
     layers_per_block=1,
-    latent_channels=4,
     norm_num_groups=8,
     sample_size=IMAGE_SIZE,
     scaling_factor=1.0,  # replaced by 1 / std of the trained VAE's latents (measured by train.py)
