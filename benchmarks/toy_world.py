@@ -35,7 +35,7 @@ log = logging.getLogger("benchmarks.toy_world")
 INVERSION_STEP, N_INFERENCE_STEPS = 35, 50  # SPEC §2
 N_BOOT, CI, BOOT_SEED = 2000, 0.95, 0
 METHODS = ("recon", "identity", "dd_nolora", "dd_lora")
-LABELS = {"dd_nolora": "DragDiffusion\nno LoRA", "dd_lora": "DragDiffusion\nLoRA 80"}
+LABELS = {"dd_nolora": "DragDiffusion\nno LoRA", "dd_lora": "DragDiffusion\nLoRA 80"}  # rows of the figure
 
 
 @torch.no_grad()
@@ -139,9 +139,9 @@ def example_figure(samples: list[DragSample], out: Path, n_cols: int = 8) -> lis
     shown = samples[:n_cols]
     rows = [("drag", [drag(s) for s in shown]),
             ("ground truth", [s.meta[GT_KEY]["gt_image"] for s in shown])]
-    for name in METHODS[2:]:  # the edits worth looking at; recon / identity look like the input
+    for name, label in LABELS.items():  # the edits worth looking at; recon / identity look like the input
         if (out / f"edits_{name}.npz").exists():
-            rows.append((LABELS[name], list(np.load(out / f"edits_{name}.npz")["images"][: len(shown)])))
+            rows.append((label, list(np.load(out / f"edits_{name}.npz")["images"][: len(shown)])))
     fig = Figure(figsize=(1.2 * len(shown), 1.25 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), len(shown), squeeze=False)
     for r, (label, images) in enumerate(rows):
