@@ -8,12 +8,14 @@ Each sample has 1-3 objects (discs or squares); each object carries one handle (
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dragbench.bench_io import CATEGORIES, save_sample
 from dragbench.sample import DragSample
+from dragbench.subset import check_categories, check_limit, select_samples
 
 logger = logging.getLogger(__name__)
 
@@ -157,21 +159,34 @@ def synthetic_sample(index: int, size: int = 64, seed: int = 0) -> DragSample:
     )
 
 
-def synthetic_samples(n: int, size: int = 64, seed: int = 0) -> list[DragSample]:
+def synthetic_samples(
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    categories: Sequence[str] | str | None = None,
+    limit: int | None = None,
+) -> list[DragSample]:
     """`n` synthetic samples (in memory), sorted like `load_bench` returns them (category, then name).
 
     Args:
-        n: number of samples (>= 1).
+        n: number of samples generated (>= 1); sample i has category CATEGORIES[i % 10].
         size: image width (>= 32).
         seed: base seed.
+        categories: keep only these DragBench categories (None = all), as `load_bench`.
+        limit: then keep the first `limit` samples of the sorted order (None = all), as `load_bench`.
 
     Returns:
         The samples; sample i is `synthetic_sample(i, size, seed)`.
+
+    Raises:
+        ValueError: n < 1, size < 32, limit < 1, an unknown category or none of its samples among the n.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    samples = [synthetic_sample(i, size, seed) for i in range(n)]
-    return sorted(samples, key=lambda s: (s.category, s.name))
+    check_limit(limit)
+    check_categories(categories, CATEGORIES, "the synthetic set")
+    samples = sorted((synthetic_sample(i, size, seed) for i in range(n)), key=lambda s: (s.category, s.name))
+    return select_samples(samples, categories, limit, CATEGORIES, f"the synthetic set (dataset.n={n})")
 
 
 def write_synthetic_bench(out: str | Path, n: int, size: int = 64, seed: int = 0) -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 
 from dragbench.sample import DragSample
+from dragbench.subset import check_categories, check_limit, select_samples
 from dragbench.toy.scenes import (
     BACKGROUND_GREY,
     BACKGROUND_TINT,
@@ -199,9 +201,32 @@ def toy_sample(index: int, size: int = REFERENCE_SIZE, seed: int = 0, max_object
     )
 
 
-def toy_samples(n: int, size: int = REFERENCE_SIZE, seed: int = 0, max_objects: int = 2) -> list[DragSample]:
-    """Samples 0..n-1 of `toy_sample` (the `_target_` of conf/dataset/toy.yaml)."""
-    return [toy_sample(i, size=size, seed=seed, max_objects=max_objects) for i in range(n)]
+def toy_samples(
+    n: int,
+    size: int = REFERENCE_SIZE,
+    seed: int = 0,
+    max_objects: int = 2,
+    categories: Sequence[str] | str | None = None,
+    limit: int | None = None,
+) -> list[DragSample]:
+    """Samples 0..n-1 of `toy_sample` (the `_target_` of conf/dataset/toy.yaml).
+
+    Args:
+        n: number of scenes in the set.
+        size, seed, max_objects: see :func:`toy_sample`.
+        categories: the toy world has one category, "toy"; accepted like every dataset's `categories`.
+        limit: keep the first `limit` samples (None = all); only those are rendered.
+
+    Raises:
+        ValueError: n < 1, limit < 1 or a category other than "toy".
+    """
+    if n < 1:
+        raise ValueError(f"dataset.n must be >= 1, got {n}")
+    check_limit(limit)
+    check_categories(categories, [CATEGORY], "the toy world")
+    count = n if limit is None else min(n, limit)
+    samples = [toy_sample(i, size=size, seed=seed, max_objects=max_objects) for i in range(count)]
+    return select_samples(samples, categories, limit, [CATEGORY], f"the toy world (dataset.n={n})")
 
 
 def save_toy_sample(sample: DragSample, sample_dir: str | Path) -> Path:
