@@ -13,13 +13,21 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from dragbench.tokenizer_offline import build_offline_tokenizer
+from dragbench.weights import (
+    WeightFile,
+    declares_weights,
+    downloads_allowed,
+    hub_cache_dir,
+    is_hub_id,
+    pipeline_requirements,
+    source_note,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,17 +225,26 @@ def build_tiny(seed: int = 0, device: str = "cpu", dtype: str = "float32") -> Ba
 
 
 def _missing_weights_message(pretrained: str, local_files_only: bool, err: Exception) -> str:
-    where = "a local diffusers pipeline folder" if Path(pretrained).exists() else "the Hugging Face cache"
+    local = not is_hub_id(pretrained)
+    where = "a local diffusers pipeline folder" if local else f"the Hugging Face cache {hub_cache_dir()}"
     how = (
-        f"download it once with `huggingface-cli download {pretrained}` (or point model.pretrained at a "
-        "local pipeline folder)"
-        if not Path(pretrained).exists()
-        else "check that the folder holds model_index.json and the unet/vae/text_encoder/tokenizer subfolders"
+        "check that the folder holds model_index.json and the unet/vae/text_encoder/tokenizer subfolders"
+        if local
+        else f"download it once with `hf download {pretrained}`{source_note(pretrained)} (or point "
+        "`pretrained` at a local pipeline folder)"
     )
-    offline = " (local_files_only=true: no download attempted)" if local_files_only else ""
+    offline = "" if downloads_allowed(local_files_only) else " (local_files_only/HF_HUB_OFFLINE: no download)"
     return f"weights for {pretrained!r} not found in {where}{offline}: {how}. Cause: {type(err).__name__}"
 
 
+def pretrained_requirements(
+    pretrained: str, local_files_only: bool = False, revision: str | None = None, role: str = "SD backbone"
+) -> list[WeightFile]:
+    """What `load_pretrained` reads (unet/, vae/, text_encoder/, tokenizer/), without loading it."""
+    return pipeline_requirements(pretrained, role, local_files_only, revision)
+
+
+@declares_weights(pretrained_requirements)
 @functools.cache
 def load_pretrained(
     pretrained: str,

