@@ -1,0 +1,184 @@
+"""The real path, rehearsed: full-size random weights in the published layouts, the README's own commands.
+
+1. builds seeded random weights in the exact published configurations and on-disk layouts
+   (benchmarks/rehearse_weights.py: SD-1.5 and SD-2.1 pipeline folders, torchvision's AlexNet file,
+   NVIDIA-style StyleGAN2 512-px pickles), once per --out folder;
+2. runs the README's real-weights commands as subprocesses on full-size real DragBench samples:
+   DragDiffusion (`model.pretrained=`, `eval.pretrained=`, `TORCH_HOME=`), DragGAN (`DRAGGAN_CKPT_DIR=`),
+   and DragGAN again with an empty checkpoint folder;
+3. checks: every sample `ok`, finite MD and IF, the official evaluator used (weights label `real`), and the
+   job without DragGAN checkpoints stopping before its first sample with one line;
+4. prints a table per stage: seconds, peak memory and precision mode (from results.csv) beside the anchors
+   of the official DragDiffusion code on an A100.
+
+    python -m benchmarks.rehearse --quick --data /path/to/DragBench      # 2 CPU cores: minutes
+    python -m benchmarks.rehearse --data /path/to/DragBench               # GPU: paper defaults, all samples
+
+`--quick` reduces steps through the documented knobs only (QUICK_KNOBS) and runs one sample per method.
+Exit status 1 when a check fails; 0 with one "SKIPPED" line when there are no real samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.rehearse_report import (
+    JobCheck,
+    check_job,
+    check_missing_checkpoints,
+    stage_table,
+)
+from benchmarks.rehearse_weights import RehearsalWeights, build_all
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Fewer LoRA / DDIM / drag / inversion steps through the methods' own knobs (README "Knobs").
+QUICK_KNOBS = {
+    "dragdiffusion": (
+        "method.lora_steps=2",
+        "method.lora_batch_size=1",
+        "method.n_inference_steps=4",
+        "method.inversion_step=3",
+        "method.max_iters=2",
+    ),
+    "draggan": (
+        "method.inversion_steps=2",
+        "method.pti_steps=1",
+        "method.max_iters=2",
+    ),
+}
+DRAGGAN_CATEGORIES = "[human_head,animals]"  # the categories conf/method/draggan.yaml routes to a StyleGAN2
+
+
+@dataclass
+class Job:
+    """One `python -m experiments.run` call of the rehearsal."""
+
+    name: str
+    overrides: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    expect_ok: bool = True  # False: the job must stop before its first sample
+
+
+def default_data_root() -> Path:
+    """The harness's own default DragBench root: `$DRAGBENCH_DATA/dragbench` (conf/paths/default.yaml)."""
+    return Path(os.environ.get("DRAGBENCH_DATA", REPO_ROOT / "data")) / "dragbench"
+
+
+def plan_jobs(
+    weights: RehearsalWeights, data: Path, runs: Path, quick: bool, precision: str | None
+) -> list[Job]:
+    """The README's real-weights commands (section "Real weights and data") for this rehearsal."""
+    common = [
+        f"dataset.root={data}",
+        f"eval.pretrained={weights.sd21}",
+        "eval.local_files_only=true",
+        "logger=none",
+    ]
+    env = {"TORCH_HOME": str(weights.torch_home), "DRAGBENCH_CACHE_DIR": str(runs / "cache")}
+    limit = ["dataset.limit=1"] if quick else []
+    drag_diffusion = [
+        "method=dragdiffusion",
+        f"model.pretrained={weights.sd15}",
+        "model.local_files_only=true",
+        *([f"method.precision={precision}"] if precision else []),
+        *(QUICK_KNOBS["dragdiffusion"] if quick else ()),
+    ]
+    drag_gan = [
+        "method=draggan",
+        f"dataset.categories={DRAGGAN_CATEGORIES}",
+        *(QUICK_KNOBS["draggan"] if quick else ()),
+    ]
+    empty = runs / "no-checkpoints"
+    empty.mkdir(parents=True, exist_ok=True)
+    return [
+        Job("dragdiffusion", [*drag_diffusion, *common, *limit], env),
+        Job("draggan", [*drag_gan, *common, *limit], {**env, "DRAGGAN_CKPT_DIR": str(weights.draggan_dir)}),
+        Job(
+            "draggan_no_checkpoints",
+            [*drag_gan, *common, *limit],
+            {**env, "DRAGGAN_CKPT_DIR": str(empty)},
+            expect_ok=False,
+        ),
+    ]
+
+
+def run_job(job: Job, runs: Path) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """Run one job as a subprocess in its own job dir; returns (job dir, process, wall seconds)."""
+    job_dir = runs / job.name
+    argv = [sys.executable, "-m", "experiments.run", *job.overrides, f"hydra.run.dir={job_dir}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **job.env}
+    shown = " ".join(f"{k}={v}" for k, v in job.env.items())
+    print(f"\n$ {shown} python -m experiments.run {' '.join(job.overrides)}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    (runs / f"{job.name}.stdout.txt").write_text(proc.stdout)
+    (runs / f"{job.name}.stderr.txt").write_text(proc.stderr)
+    print(f"  exit {proc.returncode} after {wall:.0f} s (output in {runs}/{job.name}.std*.txt)", flush=True)
+    return job_dir, proc, wall
+
+
+def rehearse(data: Path, out: Path, quick: bool, precision: str | None, seed: int) -> list[JobCheck]:
+    """Build the weights, run every job and check it. Returns one JobCheck per job."""
+    start = time.perf_counter()
+    weights = build_all(out / "weights", seed=seed)
+    print(f"weights ready in {out / 'weights'} ({time.perf_counter() - start:.0f} s)", flush=True)
+    runs = out / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    checks = []
+    for job in plan_jobs(weights, data, runs, quick, precision):
+        job_dir, proc, wall = run_job(job, runs)
+        if job.expect_ok:
+            checks.append(check_job(job.name, job_dir, proc.returncode, wall))
+        else:
+            checks.append(check_missing_checkpoints(job.name, job_dir, proc, wall))
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="few steps via the knobs, one sample per method")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "logs" / "rehearse",
+        help="weights (built once) and job dirs go here (default: logs/rehearse)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="DragBench root in the official layout (default: $DRAGBENCH_DATA/dragbench)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help="method.precision for DragDiffusion (auto | official_fp16 | fp32; default: its own)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data = args.data or default_data_root()
+    if not any(data.glob("*/*/meta_data.pkl")):
+        print(f"SKIPPED: no DragBench samples under {data} (pass --data DIR)")
+        return 0
+    checks = rehearse(data, args.out, args.quick, args.precision, args.seed)
+    print("\n" + stage_table(checks, quick=args.quick))
+    failed = [c for c in checks if not c.passed]
+    for check in checks:
+        print(f"{'PASS' if check.passed else 'FAIL'} {check.name}: {check.summary}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
