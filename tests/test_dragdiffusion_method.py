@@ -80,7 +80,7 @@ def test_yaml_keys_and_defaults_match_the_signature(cfg_offline):
         (dict(unet_block=5), "unet_block"),
         (dict(unet_block=0), "unet_block"),
         (dict(inversion_step=51), "inversion_step"),
-        (dict(autocast="fp16"), "autocast"),
+        (dict(precision="fp16"), "precision"),
     ],
 )
 def test_bad_knobs_fail_at_construction(tiny_backbone, kwargs, match):

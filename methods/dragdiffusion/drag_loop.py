@@ -7,16 +7,17 @@ testable with any differentiable map from latent to (features, one-step-denoised
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from dragbench.progress import track
 from methods.dragdiffusion.mask_term import mask_term
 from methods.dragdiffusion.motion_supervision import motion_supervision_loss
 from methods.dragdiffusion.point_tracking import all_reached, track_points
+from methods.dragdiffusion.precision import FP32, StagePrecision
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def drag_latent(
     r2: int,
     lam: float,
     stop_distance: float,
-    mixed_precision: bool = False,
+    precision: StagePrecision = FP32,
 ) -> DragLoopResult:
     """Optimise `latent0` so that the features at the handles move to the targets.
 
@@ -76,26 +77,29 @@ def drag_latent(
         r2: point-tracking search radius (grid px).
         lam: mask-term weight.
         stop_distance: stop when all handles are closer than this (grid px); pairs closer are skipped.
-        mixed_precision: CUDA fp16 autocast + GradScaler around the forward and loss, as the official code.
+        precision: autocast around each iteration's forward pass and loss, on the latent's device type
+            (official_fp16: fp16 autocast + GradScaler, as the official `drag_diffusion_update`). The first
+            forward (F0, x_prev0) runs without autocast, as there. `precision.weights` is the caller's.
 
     Returns:
-        DragLoopResult.
+        DragLoopResult; its latent is float32.
     """
+    device_type = latent0.device.type
     with torch.no_grad():
         feats0, x_prev0 = forward(latent0)
-    latent = latent0.detach().clone().requires_grad_(True)
+    # optimised in float32 whatever latent0's dtype: Adam and GradScaler need fp32 leaves (an fp16 latent
+    # made every fp16-weights edit fail with "Attempting to unscale FP16 gradients")
+    latent = latent0.detach().to(torch.float32, copy=True).requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision)
+    scaler = precision.grad_scaler(device_type)
     use_mask = mask_latent is not None and bool(mask_latent.sum() != 0.0)
     handles_init = handles_rc.detach().clone()
     handles = handles_init.clone()
     result = DragLoopResult(latent=latent0, handles_rc=handles)
     losses: list[torch.Tensor] = []  # kept on the device; one host copy after the loop
-    for it in range(max_iters):
+    for it in track(range(max_iters), "drag iteration"):  # a bar / log lines (dragbench.progress)
         result.iterations = it + 1
-        autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if mixed_precision
-                    else contextlib.nullcontext())
-        with autocast:
+        with precision.autocast_context(device_type):
             feats, x_prev = forward(latent)
             if it != 0:
                 handles = track_points(feats, feats0, handles, handles_init, r2)

@@ -23,6 +23,7 @@ from diffusers import UNet2DConditionModel
 from torch import Tensor
 
 from dragbench.backbone import Backbone
+from dragbench.progress import track
 from methods.dragdiffusion.lora_adapter import (
     LoraStateDict,
     adapter_added,
@@ -32,6 +33,7 @@ from methods.dragdiffusion.lora_adapter import (
     save_lora,
 )
 from methods.dragdiffusion.lora_augment import CropLatentSampler
+from methods.dragdiffusion.precision import StagePrecision, weights_in
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +114,30 @@ def _can_resume(cache: SnapshotCache | None) -> bool:
 
 
 def _training_state(
-    params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer, generator: torch.Generator
+    params: dict[str, torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    scaler: torch.amp.GradScaler,
 ) -> dict[str, Tensor]:
-    """Everything needed to continue training bit-exactly: weights, AdamW moments and step, RNG state."""
+    """Everything needed to continue training bit-exactly: weights, AdamW moments and step, RNG state and
+    (fp16 mixed precision) the GradScaler's loss scale and growth tracker.
+
+    AdamW has no state yet when the GradScaler skipped every step so far (fp16 overflow); zeros at step 0
+    are what AdamW initialises then.
+    """
     state: dict[str, Tensor] = {"generator_state": generator.get_state()}
     for key, p in params.items():
-        adam = optimizer.state[p]
+        adam = optimizer.state.get(p) or {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
         state[f"weight/{key}"] = p.detach().to("cpu", copy=True)
         state[f"exp_avg/{key}"] = adam["exp_avg"].detach().to("cpu", copy=True)
         state[f"exp_avg_sq/{key}"] = adam["exp_avg_sq"].detach().to("cpu", copy=True)
-    state["adam_step"] = optimizer.state[next(iter(params.values()))]["step"].detach().cpu().reshape(1)
+    first = optimizer.state.get(next(iter(params.values())), {})
+    state["adam_step"] = first.get("step", torch.tensor(0.0)).detach().cpu().float().reshape(1)
+    if scaler.is_enabled():
+        scaler_state = scaler.state_dict()
+        state["grad_scaler"] = torch.tensor(
+            [scaler_state["scale"], scaler_state["_growth_tracker"]], dtype=torch.float64
+        )
     return state
 
 
@@ -130,8 +146,12 @@ def _restore_training_state(
     params: dict[str, torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    scaler: torch.amp.GradScaler,
 ) -> None:
     generator.set_state(state["generator_state"])
+    if scaler.is_enabled():
+        scale, tracker = state["grad_scaler"].tolist()
+        scaler.load_state_dict({**scaler.state_dict(), "scale": scale, "_growth_tracker": int(tracker)})
     with torch.no_grad():
         for key, p in params.items():
             p.copy_(state[f"weight/{key}"])
@@ -154,7 +174,11 @@ class LoraTrainer:
         train_size: crop side in pixels; None = the model's native resolution (UNet sample_size × VAE
             factor: 512 for SD-1.5, the official constant; 128 for the tiny model).
         cache: optional content-addressed cache (`dragbench.cache.Cache`); snapshots go to namespace "lora".
-        progress: show a tqdm bar (off by default: no bars inside sweep jobs).
+        progress: force a tqdm bar for the steps (default: dragbench.progress decides: a bar on a
+            terminal, log lines when piped or inside a sweep job).
+        precision: how training computes (`precision.StagePrecision`): frozen weights' dtype (a temporary
+            cast copy of the backbone when it differs) and autocast (fp16 adds a GradScaler, as accelerate's
+            fp16 mixed precision). None = the backbone as loaded, no autocast. LoRA weights stay float32.
         steps_taken: optimiser steps this trainer has run (0 when every snapshot came from the cache).
         losses: per-step training ε-MSE of the last run this trainer trained (empty if none).
     """
@@ -167,6 +191,7 @@ class LoraTrainer:
     train_size: int | None = None
     cache: SnapshotCache | None = None
     progress: bool = False
+    precision: StagePrecision | None = None
     steps_taken: int = field(default=0, init=False)
     losses: list[float] = field(default_factory=list, init=False)
 
@@ -206,7 +231,7 @@ class LoraTrainer:
             prompt=prompt,
             model=backbone.fingerprint,
             device=str(backbone.device),  # CPU and CUDA training differ in the last bits
-            dtype=str(backbone.dtype),
+            dtype=str(self._precision(backbone).weights),
             rank=self.rank,
             alpha=self.alpha,
             lr=self.lr,
@@ -214,6 +239,8 @@ class LoraTrainer:
             seed=self.seed,
             train_size=size,
         )
+        if self._precision(backbone).autocast is not None:  # keys of runs without autocast stay as they were
+            base["autocast"] = str(self._precision(backbone).autocast)
         trained: dict[int, LoraStateDict] = {}
         out: dict[int, LoraStateDict] = {}
         # One inter-process lock per (sample, model, hyper-parameters), whatever the step counts: concurrent
@@ -231,6 +258,9 @@ class LoraTrainer:
                 out[step] = self.cache.get_or_compute(CACHE_NAMESPACE, {**base, "step": step}, compute)
         return {s: out[s] for s in wanted}
 
+    def _precision(self, backbone: Backbone) -> StagePrecision:
+        return self.precision or StagePrecision(weights=backbone.dtype)
+
     def _train(
         self,
         backbone: Backbone,
@@ -239,6 +269,19 @@ class LoraTrainer:
         snapshot_steps: list[int],
         size: int,
         base: dict | None = None,
+    ) -> dict[int, LoraStateDict]:
+        # official fp16: UNet, VAE and text encoder in fp16 (a temporary copy: the shared backbone stays fp32)
+        with weights_in(backbone, self._precision(backbone).weights) as cast:
+            return self._train_on(cast, image, prompt, snapshot_steps, size, base)
+
+    def _train_on(
+        self,
+        backbone: Backbone,
+        image: np.ndarray,
+        prompt: str,
+        snapshot_steps: list[int],
+        size: int,
+        base: dict | None,
     ) -> dict[int, LoraStateDict]:
         scheduler = backbone.fresh_scheduler()
         if scheduler.config.prediction_type != "epsilon":
@@ -263,18 +306,22 @@ class LoraTrainer:
             optimizer = torch.optim.AdamW(
                 trainable, lr=self.lr, betas=ADAMW_BETAS, weight_decay=ADAMW_WEIGHT_DECAY, eps=ADAMW_EPS
             )
+            precision = self._precision(backbone)
+            scaler = precision.grad_scaler(backbone.device.type)  # a no-op unless fp16 autocast
             snaps = {0: lora_state_dict(unet)} if snapshot_steps[0] == 0 else {}
             if resume:
-                _restore_training_state(resume[1], params, optimizer, generator)
+                _restore_training_state(resume[1], params, optimizer, generator, scaler)
                 if resume[0] in snapshot_steps:
                     snaps[resume[0]] = lora_state_dict(unet)
             unet.train()
             losses: list[Tensor] = []  # on the device; one host copy after the run
             for step in self._step_range(first, last):
                 batch = self._draw_batch(crops, generator, n_train_t)
-                loss = denoising_loss(unet, scheduler, *batch, text)
-                loss.backward()
-                optimizer.step()
+                with precision.autocast_context(backbone.device.type):
+                    loss = denoising_loss(unet, scheduler, *batch, text)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)  # skipped when fp16 gradients overflowed (the scale then halves)
+                scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
                 self.steps_taken += 1
@@ -283,7 +330,7 @@ class LoraTrainer:
                     snaps[step] = lora_state_dict(unet)
             self.losses = torch.stack(losses).tolist() if losses else []
             if base is not None and _can_resume(self.cache) and last > 0:
-                state = _training_state(params, optimizer, generator)
+                state = _training_state(params, optimizer, generator, scaler)
                 self.cache.put(RESUME_NAMESPACE, {**base, "step": last}, state)
         return snaps
 
@@ -333,12 +380,8 @@ class LoraTrainer:
         return trainable
 
     def _step_range(self, first: int, last: int) -> Iterator[int]:
-        steps = range(first, last + 1)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            return iter(tqdm(steps, desc="training LoRA"))
-        return iter(steps)
+        # dragbench.progress: a bar on a terminal, log lines when piped or in a sweep; `progress` forces a bar
+        return track(range(first, last + 1), "LoRA step", unit="step", mode="bar" if self.progress else None)
 
 
 def lora_snapshots(
@@ -354,7 +397,8 @@ def lora_snapshots(
     cache: SnapshotCache | None = None,
     progress: bool = False,
     train_size: int | None = None,
+    precision: StagePrecision | None = None,
 ) -> dict[int, LoraStateDict]:
     """Functional form of `LoraTrainer(...).snapshots(...)`; optimiser steps are counted in `LORA_STATS`."""
-    trainer = LoraTrainer(rank, alpha, lr, batch_size, seed, train_size, cache, progress)
+    trainer = LoraTrainer(rank, alpha, lr, batch_size, seed, train_size, cache, progress, precision)
     return trainer.snapshots(backbone, image, prompt, steps)

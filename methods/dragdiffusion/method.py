@@ -1,7 +1,8 @@
 """DragDiffusion on a real image (SPEC §2): LoRA -> DDIM inversion -> latent drag -> guided denoising.
 
 Reproduces the official DragBench path (`run_drag` of Yujun-Shi/DragDiffusion); the official-ref README
-describes each behaviour and `tests/test_official_ref.py` checks the numbers.
+describes each behaviour and `tests/test_official_ref.py` checks the numbers. Numeric precision per stage is
+the `precision` knob (`precision.py`; README.md "Precision": where each mode differs from the official code).
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from methods.dragdiffusion.drag_loop import DragLoopResult, drag_latent
 from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
 from methods.dragdiffusion.mask_term import mask_to_latent
 from methods.dragdiffusion.mutual_self_attention import MutualSelfAttention, classic_attention
+from methods.dragdiffusion.precision import PRECISION_CHOICES, PrecisionPlan, resolve_precision
 
 log = logging.getLogger(__name__)
-
-AUTOCAST_CHOICES = ("auto", "off")
 
 
 @dataclass
@@ -89,8 +89,12 @@ class DragDiffusion:
             stores every snapshot, so the other points train nothing. Ignored without a cache.
         seed: torch seed set before every sample.
         cache: optional content-addressed cache for LoRA snapshots and inverted latents.
-        autocast: "auto" = CUDA fp16 autocast in the drag loop on GPU (as the official code), fp32 on CPU;
-            "off" = always fp32.
+        precision: numeric precision per stage (`precision.PRECISION_CHOICES`): "official_fp16" = the
+            official DragBench scripts' casting (LoRA under fp16 mixed precision on fp16 weights, drag loop
+            under fp16 autocast + GradScaler, inversion and denoising in fp32); "fp32" = float32 throughout;
+            "auto" = official_fp16 on CUDA, fp32 elsewhere. Resolved once here (`precision_plan`) and
+            recorded in every EditResult.info. The backbone must hold float32 weights (model.dtype=float32):
+            the fp16 weights of a stage are a temporary copy.
     """
 
     def __init__(
@@ -115,7 +119,7 @@ class DragDiffusion:
         lora_plan_steps: list[int] | None = None,
         seed: int = 42,
         cache: Any | None = None,
-        autocast: str = "auto",
+        precision: str = "auto",
     ) -> None:
         n_blocks = len(backbone.unet.up_blocks)
         if not 1 <= unet_block <= n_blocks:
@@ -131,8 +135,13 @@ class DragDiffusion:
                 f"guidance_scale={guidance_scale}: only 1.0 (the official DragBench path, no CFG) "
                 "is implemented; set method.guidance_scale=1.0"
             )
-        if autocast not in AUTOCAST_CHOICES:
-            raise ValueError(f"autocast must be one of {AUTOCAST_CHOICES}, got {autocast!r}")
+        self.precision_plan: PrecisionPlan = resolve_precision(precision, backbone.device)
+        if backbone.dtype != torch.float32:
+            raise ValueError(
+                f"model.dtype={str(backbone.dtype).removeprefix('torch.')}: DragDiffusion needs float32 "
+                "weights and casts per stage itself; set model.dtype=float32 and choose method.precision "
+                f"from {PRECISION_CHOICES} (official_fp16 = the official fp16 mixed precision)"
+            )
         if lora_steps < 0:
             raise ValueError(f"lora_steps must be >= 0, got {lora_steps}")
         self.backbone = backbone
@@ -157,7 +166,7 @@ class DragDiffusion:
         self.cache = cache
         if cache is not None:
             _ = backbone.fingerprint  # read once now, before any LoRA adapter is applied to the shared UNet
-        self.autocast = autocast
+        self.precision = precision
 
     # ------------------------------------------------------------------ public API
     def edit(self, sample: DragSample) -> EditResult:
@@ -181,7 +190,7 @@ class DragDiffusion:
             "handles_init_rc": trace.handles_init_rc.tolist(),
             "handles_final_rc": trace.drag.handles_rc.tolist(),
             "targets_rc": trace.targets_rc.tolist(),
-            "mixed_precision": self._mixed_precision(),
+            **self.precision_plan.info(),
         }
         return EditResult(image=trace.image, handles=handles_xy, info=info)
 
@@ -251,8 +260,10 @@ class DragDiffusion:
 
         Uses the cache when one was given. `lora_state` only enters the cache key: the caller applies it.
         """
+        stage = self.precision_plan.inversion
         with self._attention_for_optimisation(lora_state is not None):
-            return self._invert(sample, self.backbone.encode_prompt(sample.prompt), lora_state)
+            with stage.autocast_context(self.backbone.device.type):
+                return self._invert(sample, self.backbone.encode_prompt(sample.prompt), lora_state)
 
     def drag(self, sample: DragSample, inverted: torch.Tensor, lora_active: bool = False) -> DragLoopResult:
         """Optimise z_t so the handles' features move to the targets (the drag loop at `self.timestep`).
@@ -297,6 +308,7 @@ class DragDiffusion:
             batch_size=self.lora_batch_size,
             seed=self.seed,
             cache=self.cache,
+            precision=self.precision_plan.lora,
         )
         return snapshots[self.lora_steps]
 
@@ -345,10 +357,9 @@ class DragDiffusion:
             "inversion_step": self.inversion_step,
             "attention": "classic" if lora_state is None else "sdpa",
         }
+        if self.precision_plan.inversion.autocast is not None:  # keys without autocast stay as they were
+            inputs["autocast"] = str(self.precision_plan.inversion.autocast)
         return self.cache.get_or_compute("inversion", inputs, compute)["latent"].to(bb.device)
-
-    def _mixed_precision(self) -> bool:
-        return self.autocast == "auto" and self.backbone.device.type == "cuda"
 
     def _drag(
         self,
@@ -384,7 +395,7 @@ class DragDiffusion:
                 r2=self.r2,
                 lam=self.lam,
                 stop_distance=self.stop_distance,
-                mixed_precision=self._mixed_precision(),
+                precision=self.precision_plan.drag,
             )
 
     @torch.no_grad()
@@ -398,7 +409,7 @@ class DragDiffusion:
         text_emb = bb.encode_prompt([prompt, prompt])  # (2, 77, D), one batch as the official pipeline call
         with MutualSelfAttention(
             bb.unet, start_layer=self.start_layer, start_step=self.start_step
-        ) as control:
+        ) as control, self.precision_plan.denoise.autocast_context(bb.device.type):
             latents = ddim_denoise(
                 bb.unet,
                 latents,
