@@ -10,6 +10,29 @@ import numpy as np
 import pandas as pd
 
 STATUSES = ("ok", "failed", "skipped", "unsupported")
+# The unit of normalised MD (x100 / max(H, W), eval.mean_distance): the same at every image size.
+NORMALISED_MD_SCALE = "pct_of_max_side"
+SCALE_FREE_VARIANTS = ("normalised",)  # eval.mean_distance.MD_VARIANTS whose values do not depend on size
+
+
+def md_scale(variant: str, width: int) -> str:
+    """The unit one sample's MD is measured in.
+
+    Pixel MD (standard, masked) is in pixels of the image as evaluated, so `dataset.resize` (a width; the
+    aspect ratio is kept) changes its scale: "px@512w" = pixels of a 512-wide image. Normalised MD is a
+    percentage of the longer side: NORMALISED_MD_SCALE at any size.
+
+    Args:
+        variant: the MD variant (eval.mean_distance.MD_VARIANTS).
+        width: width in pixels of the image the MD was measured on.
+    """
+    return NORMALISED_MD_SCALE if variant in SCALE_FREE_VARIANTS else f"px@{int(width)}w"
+
+
+def combined_md_scale(labels: pd.Series) -> str | None:
+    """One label for a set of samples: their md_scale, or the distinct ones joined by "+" (mixed units)."""
+    values = sorted({str(v) for v in labels.dropna()})
+    return "+".join(values) if values else None
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int, seed: int, ci: float) -> tuple[float, float]:
@@ -75,8 +98,11 @@ def _summarize_ok(ok: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int,
 
 def _summarize_group(samples: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
     out = _summarize_ok(samples[samples["status"] == "ok"], pairs, n_boot, seed, ci)
-    for status in STATUSES[1:]:
+    for status in STATUSES:
         out[f"n_{status}"] = int((samples["status"] == status).sum())
+    out["n_total"] = len(samples)
+    if "md_scale" in samples:
+        out["md_scale"] = combined_md_scale(samples["md_scale"])
     return out
 
 
@@ -101,8 +127,11 @@ def summarize(
 
     Returns:
         dict with mean_distance, mean_distance_ci [lo, hi], image_fidelity, image_fidelity_ci, n_samples,
-        n_pairs, n_failed, n_skipped, n_unsupported and per_category {category: same keys}; plus gt_distance
-        and gt_distance_ci when `pairs` has finite `gt_distance` values (toy-world ground truth).
+        n_pairs, n_ok (= n_samples, the samples MD / IF average), n_failed, n_skipped, n_unsupported, n_total
+        and per_category {category: same keys}; md_scale (combined_md_scale) when `samples` has an
+        `md_scale` column; eval_sizes (sorted "WxH" the MDs were measured at) when it has `eval_width` and
+        `eval_height`; gt_distance and gt_distance_ci when `pairs` has finite `gt_distance` values
+        (toy-world ground truth).
 
     Raises:
         ValueError: missing columns, duplicate sample ids or an unknown status.
@@ -116,6 +145,9 @@ def summarize(
         dup = samples.loc[samples["sample_id"].duplicated(), "sample_id"].tolist()
         raise ValueError(f"duplicate sample_id rows in samples: {dup[:5]}")
     out = _summarize_group(samples, pairs, n_boot, seed, ci)
+    if {"eval_width", "eval_height"} <= set(samples.columns):
+        sizes = samples[["eval_width", "eval_height"]].dropna().astype(int).drop_duplicates()
+        out["eval_sizes"] = sorted(f"{w}x{h}" for w, h in sizes.itertuples(index=False))
     out["per_category"] = {
         str(cat): _summarize_group(group, pairs, n_boot, seed, ci)
         for cat, group in samples.groupby("category", sort=True)

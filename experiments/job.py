@@ -13,6 +13,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,8 +22,8 @@ from tqdm import tqdm
 
 from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.validation import check_points_inside
-from eval.aggregate import summarize
-from experiments.results_store import METRICS_JSON, ResultsStore
+from eval.aggregate import md_scale, summarize
+from experiments.results_store import METRICS_JSON, RESULTS_CSV, ResultsStore
 from methods.base import DragMethod, EditResult
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,10 @@ def process_sample(
         "status": "ok",
         "error": "",
         "n_pairs": sample.n_pairs,
+        # the size MD is measured at (the original's, after dataset.resize), and hence its unit
+        "eval_width": sample.width,
+        "eval_height": sample.height,
+        "md_scale": md_scale(evaluator.variant, sample.width),
     }
     if sample.n_pairs == 0:
         return SampleOutcome({**row, "status": "skipped", "error": "no handle/target pairs", "seconds": 0.0})
@@ -202,6 +207,15 @@ def process_sample(
             torch.cuda.empty_cache()
         row.update(status="failed", error=f"{type(err).__name__}: {err}", seconds=time.perf_counter() - start)
         return SampleOutcome(row)
+
+
+def job_failure(metrics: dict[str, Any], job_dir: str | Path) -> str | None:
+    """One line when no sample of the job succeeded and at least one failed (the job must exit non-zero)."""
+    if metrics["n_ok"] > 0 or metrics["n_failed"] == 0:
+        return None
+    counts = f"{metrics['n_failed']} failed, 0 ok, {metrics['n_unsupported']} unsupported"
+    where = Path(job_dir) / RESULTS_CSV
+    return f"every sample failed ({counts}): MD/IF undefined; see the error column of {where}"
 
 
 def run_job(
@@ -270,11 +284,13 @@ def run_job(
     metrics = {**summarize(results, pairs, n_boot=n_boot, seed=boot_seed), **constant}
     store.write_json(METRICS_JSON, metrics)
     log.info(
-        "MD %.3f  IF %.4f  (%d samples, %d failed) -> %s",
+        "MD %.3f  IF %.4f  (%d ok, %d failed, %d unsupported; MD in %s) -> %s",
         metrics["mean_distance"],
         metrics["image_fidelity"],
-        metrics["n_samples"],
+        metrics["n_ok"],
         metrics["n_failed"],
+        metrics["n_unsupported"],
+        metrics.get("md_scale"),
         store.root / METRICS_JSON,
     )
     if logger is not None:

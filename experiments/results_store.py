@@ -16,13 +16,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
+from omegaconf import OmegaConf
 from PIL import Image
+
+from experiments.config_identity import ConfigMismatchError, config_diff, config_hash, mismatch_message
 
 log = logging.getLogger(__name__)
 
 RESULTS_CSV = "results.csv"
 PAIRS_CSV = "pairs.csv"
 METRICS_JSON = "metrics.json"
+RESOLVED_CONFIG = "config_resolved.yaml"  # the config of the job's first run (never overwritten)
+CONFIG_HASH_FILE = "config_hash.txt"  # its experiments.config_identity.config_hash
 EDITS_DIR = "edits"
 EDITED_IMAGE = "dragged_image.png"  # official DragBench output file name
 RESULT_COLUMNS = (
@@ -32,6 +38,9 @@ RESULT_COLUMNS = (
     "error",
     "mean_distance",
     "image_fidelity",
+    "md_scale",  # the unit of mean_distance (eval.aggregate.md_scale): px@<width>w or pct_of_max_side
+    "eval_width",
+    "eval_height",
     "n_pairs",
     "seconds",
     "seconds_edit",
@@ -108,7 +117,9 @@ class ResultsStore:
         results_path, pairs_path = self.root / RESULTS_CSV, self.root / PAIRS_CSV
         if not results_path.exists():
             return [], []
-        rows = pd.read_csv(results_path, keep_default_na=False, na_values=[""]).to_dict("records")
+        rows = pd.read_csv(
+            results_path, keep_default_na=False, na_values=[""], dtype={"config_hash": str}
+        ).to_dict("records")
         if self.retry_failed:
             rows = [row for row in rows if row["status"] in FINAL_STATUSES]
         kept = {row["sample_id"] for row in rows}
@@ -136,6 +147,41 @@ class ResultsStore:
     def edited_image_path(self, sample_id: str) -> Path:
         """edits/<category>/<name>/dragged_image.png for a sample_id "<category>/<name>"."""
         return self.root / EDITS_DIR / sample_id / EDITED_IMAGE
+
+    # ---- the job's configuration ---------------------------------------------------------------
+    def bind_config(self, config: dict[str, Any]) -> str:
+        """Claim this job dir for `config`, or refuse if it already holds results of another config.
+
+        The first run writes config_resolved.yaml and config_hash.txt; a rerun whose config_hash differs
+        (from either file or from a results.csv row) raises before anything in the dir is touched.
+
+        Args:
+            config: the resolved job config as plain containers.
+
+        Returns:
+            The config_hash every results row and metrics.json carry.
+
+        Raises:
+            ConfigMismatchError: one line naming the differing keys (dotted, old -> new).
+        """
+        text = OmegaConf.to_yaml(config)
+        config = yaml.safe_load(text)  # hash what the file holds, so a reread config hashes the same
+        new_hash = config_hash(config)
+        config_path, hash_path = self.root / RESOLVED_CONFIG, self.root / CONFIG_HASH_FILE
+        old_config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+        old_hashes = {row["config_hash"] for row in self._rows if isinstance(row.get("config_hash"), str)}
+        if old_config is not None:
+            old_hashes.add(config_hash(old_config))
+        if hash_path.exists():
+            old_hashes.add(hash_path.read_text().strip())
+        stale = sorted(old_hashes - {new_hash})
+        if stale:
+            diff = config_diff(old_config, config) if old_config is not None else []
+            raise ConfigMismatchError(mismatch_message(str(self.root), stale[0], new_hash, diff))
+        if old_config is None:
+            self.write_text(RESOLVED_CONFIG, text)
+        self.write_text(CONFIG_HASH_FILE, new_hash + "\n")
+        return new_hash
 
     # ---- writing -------------------------------------------------------------------------------
     def write_sample(self, row: dict, pairs: list[dict], image: np.ndarray | None) -> None:

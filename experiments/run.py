@@ -18,12 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from dragbench.backbone import resolve_device
 from experiments import CONF_DIR, REPO_ROOT, provenance
-from experiments.job import run_job
+from experiments.config_identity import ConfigMismatchError
+from experiments.job import job_failure, run_job
 
 log = logging.getLogger(__name__)
-
-RESOLVED_CONFIG = "config_resolved.yaml"
-
 
 def instantiate(node: DictConfig, key: str) -> Any:
     """hydra.utils.instantiate with plain-python containers, logging "Instantiating <target>".
@@ -69,13 +67,18 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     """
     store = instantiate(cfg.store, "store")
     config = resolved_config(cfg)
-    store.write_text(RESOLVED_CONFIG, OmegaConf.to_yaml(config))
+    config_id = store.bind_config(config)  # refuses a job dir holding results of another config
     ident = job_identity(cfg)
     device = resolve_device(cfg.device)
     samples = instantiate(cfg.dataset, "dataset")
     method = instantiate(cfg.method, "method")
     evaluator = instantiate(cfg.eval, "eval")
-    run_info = {**provenance.collect(REPO_ROOT, device), "overrides": ident["overrides"], "config": config}
+    run_info = {
+        **provenance.collect(REPO_ROOT, device),
+        "config_hash": config_id,
+        "overrides": ident["overrides"],
+        "config": config,
+    }
     logger = instantiate(cfg.logger, "logger") if cfg.get("logger") else None
     job_type = cfg.method._target_.rsplit(".", 1)[-1]
     session = (
@@ -112,12 +115,16 @@ def main(cfg: DictConfig) -> float | None:
     log.info("Output dir: %s", cfg.paths.output_dir)
     try:
         metrics = run_from_config(cfg)
-    except FileNotFoundError as err:  # missing data or weights (MissingWeightsError)
+    except (FileNotFoundError, ConfigMismatchError) as err:  # data/weights absent; job dir of another config
         log.error("%s", err)  # one line, no traceback (STYLE.md: fail fast with one message)
         raise SystemExit(1) from None
     except Exception:
         log.exception("Job failed (traceback also in the job log in %s)", cfg.paths.output_dir)
         raise
+    failure = job_failure(metrics, cfg.paths.output_dir)
+    if failure is not None and not job_identity(cfg)["multirun"]:  # in a sweep: SweepSummary exits non-zero
+        log.error("%s", failure)
+        raise SystemExit(1)
     return metrics["mean_distance"]
 
 

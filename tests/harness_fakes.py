@@ -64,16 +64,18 @@ class KnobEcho:
 
 
 class CountingIdentity:
-    """Identity that appends each edited sample_id to `log_file`; from its 2nd edit on it sleeps `delay_s`."""
+    """Identity that appends each edited sample_id to `log_file`; the 2nd edit ever logged there sleeps
+    `delay_s` (a job killed in that sleep resumes, with the same config, without sleeping again)."""
 
     def __init__(self, log_file: str, delay_s: float = 0.0) -> None:
         self.log_file, self.delay_s, self.n_edits = Path(log_file), delay_s, 0
 
     def edit(self, sample: DragSample) -> EditResult:
+        n_logged = len(self.log_file.read_text().splitlines()) if self.log_file.exists() else 0
         with open(self.log_file, "a") as handle:
             handle.write(f"{sample.sample_id} {os.getpid()}\n")
         self.n_edits += 1
-        if self.n_edits > 1:
+        if n_logged == 1:
             time.sleep(self.delay_s)
         return EditResult(image=sample.image.copy(), info={"iterations": 0})
 

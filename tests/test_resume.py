@@ -113,7 +113,8 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(make_cfg, tmp_path)
     first = pd.read_csv(job / "results.csv")
     assert len(first) == 1 and not (job / "metrics.json").exists()
 
-    run_from_config(make_cfg(*method, "eval=fast", "dataset.n=3", root=tmp_path))  # resume in place
+    same = (*method, "+method.delay_s=30", "eval=fast", "dataset.n=3")  # the killed job's config
+    run_from_config(make_cfg(*same, root=tmp_path))  # resume in place; only the 2nd edit ever logged sleeps
     edits = _edits(log_file)
     done_id = first["sample_id"].iloc[0]
     assert edits.count(done_id) == 1  # never recomputed
@@ -122,7 +123,7 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(make_cfg, tmp_path)
     assert resumed.loc[done_id, "finished_at"] == first["finished_at"].iloc[0]
 
     reference = tmp_path / "reference"
-    run_from_config(make_cfg(*method, "eval=fast", "dataset.n=3", root=reference))
+    run_from_config(make_cfg(*same, root=reference))
     for got, want in zip(_comparable(job), _comparable(reference / "job"), strict=True):
         if isinstance(got, dict):
             assert got == want

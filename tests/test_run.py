@@ -221,3 +221,34 @@ def test_toy_world_job_reports_ground_truth_distance(make_cfg):
     assert metrics["gt_distance_ci"][0] <= metrics["gt_distance"] <= metrics["gt_distance_ci"][1]
     pairs = pd.read_csv(f"{cfg.paths.output_dir}/pairs.csv")
     np.testing.assert_allclose(pairs["gt_distance"], drag, atol=0.1)
+
+
+def test_job_where_every_sample_failed_writes_results_and_exits_1(run_app, tmp_path, tiny_samples, caplog):
+    job = tmp_path / "job"
+    ids = ",".join(s.sample_id for s in tiny_samples)
+    with pytest.raises(SystemExit) as exit_info:
+        run_app("method=identity", "method._target_=harness_fakes.FailOn", f"+method.raise_on=[{ids}]",
+                "eval=fast", f"hydra.run.dir={job}")
+    assert exit_info.value.code == 1
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert (metrics["n_ok"], metrics["n_failed"], metrics["n_total"]) == (0, 2, 2)
+    assert list(pd.read_csv(job / "results.csv")["status"]) == ["failed", "failed"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and not r.exc_info]
+    assert errors == [f"every sample failed (2 failed, 0 ok, 0 unsupported): MD/IF undefined; "
+                      f"see the error column of {job / 'results.csv'}"]
+
+
+def test_counts_and_md_scale_sit_next_to_every_headline_number(make_cfg, tiny_samples, tmp_path):
+    first = tiny_samples[0].sample_id
+    cfg = make_cfg("method=identity", "method._target_=harness_fakes.FailOn", f"+method.raise_on=[{first}]",
+                   "eval=fast")
+    metrics = run_from_config(cfg)
+    counts = (metrics["n_ok"], metrics["n_failed"], metrics["n_unsupported"], metrics["n_total"])
+    assert counts == (1, 1, 0, 2)
+    assert metrics["md_scale"] == "px@64w" and metrics["eval_sizes"] == ["64x64"]
+    results = pd.read_csv(f"{cfg.paths.output_dir}/results.csv")
+    assert list(results["md_scale"]) == ["px@64w", "px@64w"]  # failed rows too: the dataset sets the unit
+    assert list(results["eval_width"]) == [64, 64] and list(results["eval_height"]) == [64, 64]
+    normalised = run_from_config(make_cfg("method=identity", "eval=fast", "eval.variant=normalised",
+                                          root=tmp_path / "normalised"))
+    assert normalised["md_scale"] == "pct_of_max_side"
