@@ -1,7 +1,7 @@
 """`python -m dragbench`: validate, summarise, visualise and synthesise DragBench-layout folders (SPEC §1).
 
 Subcommands: `validate ROOT`, `stats ROOT`, `show SAMPLE_DIR --out FILE.png`,
-`synth OUT --n N --size S --seed K`.
+`synth OUT --n N --size S --seed K`, `download ROOT [--url URL] [--sha256 HEX]`.
 """
 
 from __future__ import annotations
@@ -106,6 +106,20 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from dragbench.download import DRAGBENCH_URL, DownloadError, download_dragbench
+
+    try:
+        got = download_dragbench(args.root, url=args.url or DRAGBENCH_URL, sha256=args.sha256)
+    except DownloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    check = "verified" if args.sha256 else "not verified: pin it with --sha256"
+    print(f"{got.archive}: {got.size} bytes, sha256 {got.sha256} ({check})")
+    print(f"all {got.n_samples} samples valid ({got.n_pairs} pairs) in {args.root}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m dragbench`."""
     parser = argparse.ArgumentParser(prog="python -m dragbench", description=__doc__.splitlines()[0])
@@ -126,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=64, help="image width in pixels (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.set_defaults(func=_cmd_synth)
+    p = sub.add_parser("download", help="fetch DragBench's release zip (resumable), verify, unpack, validate")
+    p.add_argument("root", type=Path, help="bench root to fill: <root>/<category>/<name>/")
+    p.add_argument("--url", default=None, help="zip URL (default: the DragDiffusion v0.1.1 release asset)")
+    p.add_argument("--sha256", default=None, help="expected sha256 of the zip; a mismatch deletes it, exit 1")
+    p.set_defaults(func=_cmd_download)
     return parser
 
 
