@@ -1,10 +1,11 @@
 """Per-stage time, peak memory and host syncs of one default DragDiffusion edit on a GPU (SPEC §6 costs).
 
 Worlds: `tiny` (build_tiny, 128 px), `toy` (the toy model, 64 px) and `sd15` (SD-1.5's exact shapes, random
-weights, 512 px: the cost of the real model without its weights). Precision modes: `fp32` (autocast off),
-`autocast` (fp32 weights, CUDA fp16 autocast in the drag loop: the official setting), `fp16` / `bf16`
-(half-precision weights, autocast on). Attention is diffusers' default (SDPA, `AttnProcessor2_0`); the table
-names the processors actually installed. Host<->device syncs are counted with torch's sync debug mode.
+weights, 512 px: the cost of the real model without its weights). Precision modes: DragDiffusion's
+`method.precision` values `fp32` and `official_fp16` (the official DragBench scripts' fp16 mixed
+precision; methods/dragdiffusion/README.md "Precision"). Attention is diffusers' default (SDPA,
+`AttnProcessor2_0`); the table names the processors actually installed. Host<->device syncs are counted
+with torch's sync debug mode.
 One warm-up edit (2 LoRA steps, 2 drag iterations) runs before each measured edit. A failing row (OOM, dtype
 error) is printed with its error and the next row runs.
 
@@ -66,12 +67,7 @@ SD15_TEXT_CONFIG = dict(
     num_hidden_layers=12,
     vocab_size=1000,  # the offline byte-level tokenizer's ids fit; CLIP's real vocabulary is 49408
 )
-MODES = {  # mode -> (weights dtype, DragDiffusion.autocast)
-    "fp32": ("float32", "off"),
-    "autocast": ("float32", "auto"),
-    "fp16": ("float16", "auto"),
-    "bf16": ("bfloat16", "auto"),
-}
+MODES = ("fp32", "official_fp16")  # DragDiffusion(precision=...); weights stay float32 (it casts per stage)
 WORLD_SIZES = {"tiny": 128, "toy": 64, "sd15": 512}
 MB = 2**20
 
@@ -111,11 +107,10 @@ def _sync(device: torch.device) -> None:
 
 def profile_row(world: str, mode: str, device: str, knobs: dict) -> dict:
     """One measured edit (after a short warm-up): stage times, wall, peak memory, UNet calls, host syncs."""
-    dtype, autocast = MODES[mode]
-    backbone, sample = build_world(world, device, dtype)
+    backbone, sample = build_world(world, device, "float32")
     processors = Counter(type(p).__name__ for p in backbone.unet.attn_processors.values())
-    DragDiffusion(backbone, autocast=autocast, **{**knobs, "lora_steps": 2, "max_iters": 2}).edit(sample)
-    method = DragDiffusion(backbone, autocast=autocast, **knobs)
+    DragDiffusion(backbone, precision=mode, **{**knobs, "lora_steps": 2, "max_iters": 2}).edit(sample)
+    method = DragDiffusion(backbone, precision=mode, **knobs)
     dev = backbone.device
     _sync(dev)
     if dev.type == "cuda":
@@ -152,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worlds", default="tiny,toy,sd15", help="comma-separated: tiny, toy, sd15")
-    parser.add_argument("--modes", default="fp32,autocast,fp16,bf16", help=f"comma-separated: {list(MODES)}")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated: {list(MODES)}")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--lora-steps", type=int, default=None, help="default: the method's (80)")
     parser.add_argument("--max-iters", type=int, default=None, help="default: the method's (80)")
