@@ -2,7 +2,8 @@
 
 Reads each job dir's metrics.json and results.csv (nothing is recomputed) and writes comparison.csv,
 comparison.md and md_vs_if.png/.pdf: method, MD and IF with 95 % CIs, seconds per edit, peak memory,
-coverage (= ok / total samples) and the weights label.
+coverage (= ok / total samples), failed / unsupported counts, the MD unit and the weights label. Runs whose
+MDs are in different units (md_scale) are refused unless every run uses eval.variant=normalised.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from experiments.figures import NOT_COMPARABLE, save_figure
+from experiments.figures import NOT_COMPARABLE, MixedScaleError, check_md_scale, save_figure
 from experiments.results_store import METRICS_JSON, RESULTS_CSV, atomic_write_bytes, atomic_write_csv
 
 COLUMNS = (
@@ -31,8 +32,12 @@ COLUMNS = (
     "peak_mem_mb",
     "coverage",
     "n_ok",
+    "n_failed",
+    "n_unsupported",
     "n_total",
+    "md_scale",
     "weights",
+    "config_hash",
 )
 
 
@@ -58,14 +63,24 @@ def load_run(run_dir: str | Path) -> dict:
         "peak_mem_mb": float(results["peak_mem_mb"].max()) if "peak_mem_mb" in results else math.nan,
         "coverage": len(ok) / len(results) if len(results) else math.nan,
         "n_ok": len(ok),
+        "n_failed": int((results["status"] == "failed").sum()),
+        "n_unsupported": int((results["status"] == "unsupported").sum()),
         "n_total": len(results),
+        "md_scale": metrics.get("md_scale"),  # None for runs written before it was recorded
         "weights": metrics.get("weights", "?"),
+        "config_hash": metrics.get("config_hash"),
     }
 
 
 def compare_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
-    """The comparison table, one row per run dir, in the given order."""
-    return pd.DataFrame([load_run(d) for d in run_dirs], columns=list(COLUMNS))
+    """The comparison table, one row per run dir, in the given order.
+
+    Raises:
+        MixedScaleError: the runs' MDs are in different units (e.g. different dataset.resize).
+    """
+    table = pd.DataFrame([load_run(d) for d in run_dirs], columns=list(COLUMNS))
+    check_md_scale(table["md_scale"], "compare")
+    return table
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -81,15 +96,17 @@ def _with_ci(value: float, low: float, high: float, digits: int) -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub Markdown table: MD and IF as "value [lo, hi]"."""
     lines = [
-        "| method | MD (↓) [95% CI] | IF (↑) [95% CI] | s / edit | peak MB | coverage | weights | run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | MD (↓) [95% CI] | IF (↑) [95% CI] | s / edit | peak MB | coverage | failed | unsupported "
+        "| MD unit | weights | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
         md = _with_ci(r.mean_distance, r.mean_distance_ci_low, r.mean_distance_ci_high, 2)
         fid = _with_ci(r.image_fidelity, r.image_fidelity_ci_low, r.image_fidelity_ci_high, 3)
         lines.append(
             f"| {r.method} | {md} | {fid} | {_fmt(r.seconds_per_edit, 2)} | {_fmt(r.peak_mem_mb, 0)} | "
-            f"{r.n_ok}/{r.n_total} ({_fmt(100 * r.coverage, 0)}%) | {r.weights} | {r.run} |"
+            f"{r.n_ok}/{r.n_total} ({_fmt(100 * r.coverage, 0)}%) | {r.n_failed} | {r.n_unsupported} | "
+            f"{r.md_scale} | {r.weights} | {r.run} |"
         )
     if (table["weights"] != "real").any():
         lines.append(f"\nRows with weights other than `real` are {NOT_COMPARABLE}.")
@@ -115,7 +132,8 @@ def plot_md_vs_if(table: pd.DataFrame) -> Figure:
             capsize=3,
             label=label,
         )
-    ax.set_xlabel("Mean Distance (↓)")
+    units = table["md_scale"].dropna()  # one unit: compare_runs refused mixed ones
+    ax.set_xlabel(f"Mean Distance (↓, {units.iloc[0] if len(units) else 'unit unrecorded'})")
     ax.set_ylabel("Image Fidelity (↑)")
     ax.legend(fontsize=8)
     if (table["weights"] != "real").any():
@@ -136,7 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(d) for d in args.run_dirs if not (d / METRICS_JSON).exists()]
     if missing:
         parser.error(f"no {METRICS_JSON} in: {', '.join(missing)} (run `python -m experiments.run` first)")
-    table = compare_runs(args.run_dirs)
+    try:
+        table = compare_runs(args.run_dirs)
+    except MixedScaleError as err:
+        raise SystemExit(f"error: {err}") from None  # one line, exit 1
     atomic_write_csv(args.out / "comparison.csv", table)
     markdown = to_markdown(table)
     atomic_write_bytes(args.out / "comparison.md", markdown.encode())

@@ -24,6 +24,38 @@ log = logging.getLogger(__name__)
 MD_COLOR, IF_COLOR = "tab:red", "tab:blue"
 NOT_COMPARABLE = "offline (random/tiny/toy) weights — not comparable to papers"
 FIG7_KNOBS = ("method.inversion_step", "method.lora_steps", "method.unet_block")
+UNRECORDED_SCALE = "unrecorded"  # results written before md_scale was recorded
+FAILED_MARKER = dict(marker="X", markersize=9, color="black", linestyle="none")  # a point with failed samples
+
+
+class MixedScaleError(ValueError):
+    """MDs measured in different units (pixel sizes) were about to be drawn or tabled side by side."""
+
+
+def check_md_scale(labels: pd.Series, what: str) -> str:
+    """The one MD unit shared by `labels` (md_scale per run or job); refuse to mix units.
+
+    Args:
+        labels: md_scale values (eval.aggregate.md_scale); missing ones count as UNRECORDED_SCALE.
+        what: what is being drawn or compared, for the message.
+
+    Returns:
+        The shared label.
+
+    Raises:
+        MixedScaleError: one line listing the units found and the fix.
+    """
+    values = labels.astype(object).where(labels.notna(), UNRECORDED_SCALE).astype(str)
+    counts = values.value_counts(sort=False).sort_index()
+    if len(counts) > 1:
+        found = ", ".join(f"{label} ({n})" for label, n in counts.items())
+        raise MixedScaleError(
+            f"{what}: MDs measured at different scales ({found}) are not comparable side by side; use runs "
+            "with the same dataset.resize, or eval.variant=normalised (MD as % of the image side)"
+        )
+    if len(counts) == 1 and counts.index[0] == UNRECORDED_SCALE:
+        log.warning("%s: the MD scale of these results was not recorded (older runs); not checked", what)
+    return str(counts.index[0]) if len(counts) else UNRECORDED_SCALE
 
 
 @dataclass(frozen=True)
@@ -88,6 +120,7 @@ def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, defaul
         if name != "gt_distance":
             axis.set_ylabel(label, color=color)
             axis.tick_params(axis="y", colors=color)
+    _mark_failures(ax, x, rows)
     if default is not None:
         ax.axvline(default, color="gray", linestyle="--", linewidth=1)
         ax.annotate(
@@ -103,6 +136,24 @@ def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, defaul
     ax.set_xticks(x)
 
 
+def _mark_failures(ax: Axes, x: np.ndarray, rows: pd.DataFrame) -> None:
+    """An X on every MD point whose job lost samples, annotated "<n> failed" (or "job failed")."""
+    flags = rows.reindex(columns=["n_failed", "job_status"])  # absent columns: nothing known to have failed
+    n_failed = flags["n_failed"].fillna(0).to_numpy(dtype=float)
+    status = flags["job_status"].fillna("ok").astype(str)
+    md = rows["mean_distance"].to_numpy(dtype=float)
+    for xi, yi, n, job_status in zip(x, md, n_failed, status, strict=True):
+        if n == 0 and job_status == "ok":
+            continue
+        text = f"{int(n)} failed" if job_status != "failed" else "job failed"
+        if np.isfinite(yi):
+            ax.plot([xi], [yi], **FAILED_MARKER)
+            ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+        else:  # no MD at all: mark the x position at the bottom of the panel
+            ax.plot([xi], [0.03], transform=ax.get_xaxis_transform(), **FAILED_MARKER)
+            ax.annotate(text, (xi, 0.08), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
+
+
 def plot_fig7(summary: pd.DataFrame) -> Figure:
     """MD (↓, left axis) and IF (↑, right axis) against each swept Fig. 7 knob, with 95 % CI bands.
 
@@ -113,8 +164,12 @@ def plot_fig7(summary: pd.DataFrame) -> Figure:
     Returns:
         One panel per knob that varies (like the paper's Fig. 7); when none varies, one panel of MD/IF per
         job. The title flags offline weights (NOT_COMPARABLE, with the jobs' labels) unless every job used
-        real weights.
+        real weights, and names the MD unit; points whose job lost samples carry an X and "<n> failed".
+
+    Raises:
+        MixedScaleError: the jobs' MDs are in different units (md_scale column).
     """
+    scale = check_md_scale(summary["md_scale"] if "md_scale" in summary else pd.Series([None]), "Fig. 7")
     panels = _panels(summary)
     n = max(1, len(panels))
     fig = Figure(figsize=(4.6 * n, 3.6), layout="constrained")
@@ -126,9 +181,16 @@ def plot_fig7(summary: pd.DataFrame) -> Figure:
         _draw_panel(axes[0][0], np.arange(len(summary), dtype=float), summary, "job", None)
     weights = set(summary["weights"].dropna().astype(str)) if "weights" in summary else set()
     labels = ", ".join(sorted(weights - {"real"}))
-    title = "MD (↓) and IF (↑)" + ("" if weights <= {"real"} else f"  [{NOT_COMPARABLE}: {labels}]")
+    title = f"MD (↓, {scale}) and IF (↑)" + ("" if weights <= {"real"} else f"  [{NOT_COMPARABLE}: {labels}]")
+    if _has_failures(summary):
+        title += "\nX = point whose job lost samples (n failed)"
     fig.suptitle(title, fontsize=10, color="black" if weights <= {"real"} else "darkred")
     return fig
+
+
+def _has_failures(summary: pd.DataFrame) -> bool:
+    failed = "n_failed" in summary and bool((summary["n_failed"].fillna(0) > 0).any())
+    return failed or ("job_status" in summary and bool((summary["job_status"].fillna("ok") != "ok").any()))
 
 
 def plot_edit_grid(job_dirs: list[Path], max_samples: int = 4) -> Figure:
@@ -184,7 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     missing = [d for d in args.sweep_dirs if not d.is_dir()]
     if missing:
         parser.error(f"not a directory: {', '.join(map(str, missing))}")
-    for path in save_figure(plot_fig7(load_summaries(args.sweep_dirs)), args.out / "fig7"):
+    try:
+        figure = plot_fig7(load_summaries(args.sweep_dirs))
+    except MixedScaleError as err:
+        raise SystemExit(f"error: {err}") from None  # one line, exit 1
+    for path in save_figure(figure, args.out / "fig7"):
         print(path)
 
 

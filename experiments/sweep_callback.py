@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 SUMMARY_CSV = "summary.csv"
 FIGURE_STEM = "fig7"
 METRIC_COLUMNS = ("mean_distance", "image_fidelity", "gt_distance")  # gt_distance: toy world only
-COUNT_COLUMNS = ("n_samples", "n_pairs", "n_failed", "n_skipped", "n_unsupported")
-LABEL_COLUMNS = ("method_weights", "eval_weights", "weights", "metric_version")
+# Beside every MD / IF: how many samples it averages (n_ok) and how many it leaves out, and why.
+COUNT_COLUMNS = ("n_ok", "n_failed", "n_unsupported", "n_skipped", "n_total", "n_samples", "n_pairs")
+# md_scale: the unit of mean_distance (eval.aggregate.md_scale); config_hash: which config made the job.
+LABEL_COLUMNS = ("md_scale", "method_weights", "eval_weights", "weights", "metric_version", "config_hash")
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
@@ -48,7 +50,9 @@ def _job_row(job_dir: Path, knobs: list[str]) -> dict[str, Any]:
     if not metrics_path.exists():
         return {**row, "job_status": "failed"}
     metrics = json.loads(metrics_path.read_text())
-    row["job_status"] = "ok"
+    if "n_ok" not in metrics:  # metrics.json written before n_ok existed: n_samples counted the ok samples
+        metrics["n_ok"] = metrics.get("n_samples")
+    row["job_status"] = "all_failed" if metrics["n_ok"] == 0 and metrics.get("n_failed", 0) > 0 else "ok"
     row["method"] = str(OmegaConf.select(OmegaConf.create(metrics.get("config", {})), "method._target_"))
     for name in METRIC_COLUMNS:
         low, high = metrics.get(f"{name}_ci") or (np.nan, np.nan)
@@ -83,20 +87,33 @@ def collect_sweep(sweep_dir: str | Path, knobs: list[str] | None = None) -> pd.D
 
 
 def write_summary(sweep_dir: str | Path, knobs: list[str] | None = None) -> pd.DataFrame:
-    """collect_sweep + write <sweep_dir>/summary.csv + the figure (<sweep_dir>/fig7.png/.pdf)."""
-    from experiments.figures import plot_fig7, save_figure
+    """collect_sweep + write <sweep_dir>/summary.csv + the figure (<sweep_dir>/fig7.png/.pdf).
+
+    The figure is skipped (one error line) when the jobs' MDs are in different units
+    (figures.MixedScaleError); summary.csv is written regardless.
+    """
+    from experiments.figures import MixedScaleError, plot_fig7, save_figure
 
     sweep_dir = Path(sweep_dir)
     summary = collect_sweep(sweep_dir, knobs)
     atomic_write_csv(sweep_dir / SUMMARY_CSV, summary)
-    paths = save_figure(plot_fig7(summary), sweep_dir / FIGURE_STEM)
-    log.info(
-        "Sweep summary: %s (%d jobs); figure: %s",
-        sweep_dir / SUMMARY_CSV,
-        len(summary),
-        ", ".join(map(str, paths)),
-    )
+    try:
+        figure = ", ".join(map(str, save_figure(plot_fig7(summary), sweep_dir / FIGURE_STEM)))
+    except MixedScaleError as err:
+        log.error("No figure: %s", err)
+        figure = "none"
+    log.info("Sweep summary: %s (%d jobs); figure: %s", sweep_dir / SUMMARY_CSV, len(summary), figure)
     return summary
+
+
+def sweep_failure(summary: pd.DataFrame) -> str | None:
+    """One line naming the jobs that failed or whose samples all failed; None when every job has results."""
+    bad = summary[summary["job_status"] != "ok"] if len(summary) else summary
+    if not len(bad):
+        return None
+    jobs = ", ".join(f"{job} ({status})" for job, status in zip(bad["job"], bad["job_status"], strict=True))
+    what = f"{len(bad)} of {len(summary)} sweep jobs have no usable result"
+    return f"{what}: {jobs}; see their results.csv / run.log"
 
 
 class SweepSummary(Callback):
@@ -110,5 +127,12 @@ class SweepSummary(Callback):
         self.knobs = list(knobs or [])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Write summary.csv and the figure into the sweep dir."""
-        write_summary(config.hydra.sweep.dir, self.knobs)
+        """Write summary.csv and the figure into the sweep dir; exit 1 if a job has no usable result.
+
+        Raises:
+            SystemExit: (code 1) a job failed or every sample of a job failed, after everything is written.
+        """
+        failure = sweep_failure(write_summary(config.hydra.sweep.dir, self.knobs))
+        if failure is not None:
+            log.error("%s", failure)
+            raise SystemExit(1)  # Hydra turns a callback's Exception into a warning; SystemExit sets the rc

@@ -153,11 +153,15 @@ class WandbLogger:
         for key in (
             "n_samples",
             "n_pairs",
+            "n_ok",
             "n_failed",
             "n_skipped",
             "n_unsupported",
+            "n_total",
+            "md_scale",
             "weights",
             "metric_version",
+            "config_hash",
         ):
             summary[key] = metrics.get(key)
         for category, values in (metrics.get("per_category") or {}).items():

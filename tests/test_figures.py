@@ -76,7 +76,9 @@ def test_a_sweep_without_fig7_knobs_gets_one_panel_per_job():
     assert x == [0, 1] and y == [3.0, 4.0]
 
 
-def _fake_job(job_dir: Path, knobs: tuple[int, int, int], md: float, statuses: list[str]) -> None:
+def _fake_job(
+    job_dir: Path, knobs: tuple[int, int, int], md: float, statuses: list[str], md_scale: str = "px@512w"
+) -> None:
     (job_dir / ".hydra").mkdir(parents=True)
     t, s, b = knobs
     (job_dir / ".hydra/overrides.yaml").write_text(yaml.safe_dump([f"method.lora_steps={s}", "logger=none"]))
@@ -91,8 +93,10 @@ def _fake_job(job_dir: Path, knobs: tuple[int, int, int], md: float, statuses: l
         image_fidelity=0.9,
         image_fidelity_ci=[0.85, 0.95],
         n_samples=statuses.count("ok"),
+        n_ok=statuses.count("ok"),
         n_pairs=3,
-        n_failed=0,
+        n_failed=statuses.count("failed"),
+        md_scale=md_scale,
         weights="random",
         config={"method": {"_target_": "x.DragDiffusion"}},
     )
@@ -133,8 +137,70 @@ def test_compare_table_markdown_and_scatter(tmp_path, capsys):
     compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")])
     markdown = (tmp_path / "cmp/comparison.md").read_text()
     assert (
-        "| DragDiffusion | 50.00 [49.00, 51.00] | 0.900 [0.850, 0.950] | 2.00 | 300 | 1/2 (50%) |" in markdown
+        "| DragDiffusion | 50.00 [49.00, 51.00] | 0.900 [0.850, 0.950] | 2.00 | 300 | 1/2 (50%) | 1 | 0 "
+        "| px@512w |" in markdown
     )
+    assert list(table["n_failed"]) == [0, 1] and list(table["md_scale"]) == ["px@512w", "px@512w"]
     assert markdown in capsys.readouterr().out
     assert np.allclose(pd.read_csv(tmp_path / "cmp/comparison.csv")["mean_distance"], [30.0, 50.0])
     assert (tmp_path / "cmp/md_vs_if.png").stat().st_size > 1000
+
+
+def test_compare_and_figures_refuse_mds_of_different_scales(tmp_path):
+    _fake_job(tmp_path / "sweep/0", (35, 40, 3), md=30.0, statuses=["ok"], md_scale="px@512w")
+    _fake_job(tmp_path / "sweep/1", (35, 80, 3), md=15.0, statuses=["ok"], md_scale="px@256w")
+    runs = [str(tmp_path / "sweep/0"), str(tmp_path / "sweep/1")]
+    with pytest.raises(SystemExit) as err:
+        compare.main([*runs, "--out", str(tmp_path / "cmp")])
+    message = str(err.value.code)
+    assert "\n" not in message and "px@256w (1), px@512w (1)" in message
+    assert "eval.variant=normalised" in message
+    assert not (tmp_path / "cmp").exists()
+    with pytest.raises(SystemExit, match="Fig. 7: MDs measured at different scales"):
+        figures.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "figs")])
+    summary = collect_sweep(tmp_path / "sweep", list(figures.FIG7_KNOBS))
+    with pytest.raises(figures.MixedScaleError):
+        plot_fig7(summary)
+    # the normalised variant is scale-free: the same two sizes may sit side by side
+    for job in ("0", "1"):
+        _fake_job(tmp_path / "norm" / job, (35, 40 * (1 + int(job)), 3), 5.0, ["ok"], "pct_of_max_side")
+    table = compare.compare_runs([tmp_path / "norm/0", tmp_path / "norm/1"])
+    assert list(table["md_scale"]) == ["pct_of_max_side"] * 2
+    fig = plot_fig7(collect_sweep(tmp_path / "norm", list(figures.FIG7_KNOBS)))
+    assert "pct_of_max_side" in fig._suptitle.get_text()
+
+
+def test_fig7_marks_points_whose_jobs_lost_samples():
+    summary = fig7_summary().assign(n_failed=0, job_status="ok", md_scale="px@512w")
+    lora_40 = (summary["lora_steps"] == 40) & (summary["inversion_step"] == 35)
+    summary.loc[lora_40, "n_failed"] = 3
+    all_failed = (summary["unet_block"] == 4) & (summary["lora_steps"] == 80)
+    summary.loc[all_failed, ["n_failed", "job_status", "mean_distance"]] = [5, "all_failed", np.nan]
+    fig = plot_fig7(summary)
+    md_axes = [ax for ax in fig.axes if ax.get_ylabel() == "MD (↓)"]
+    texts = {ax.get_xlabel(): [t.get_text() for t in ax.texts] for ax in md_axes}
+    assert texts["(b) LoRA fine-tuning steps"].count("3 failed") == 1
+    assert texts["(c) UNet decoder block (1-based)"].count("5 failed") == 1
+    assert not any("failed" in t for t in texts["(a) DDIM inversion step t (of 50)"])
+    markers = [ln for ax in fig.axes for ln in ax.lines if ln.get_marker() == "X"]
+    assert len(markers) == 2
+    assert "X = point whose job lost samples" in fig._suptitle.get_text()
+    assert "MD (↓, px@512w)" in fig._suptitle.get_text()
+
+
+def test_sweep_summary_counts_failures_and_exits_1_when_a_job_has_no_result(tmp_path):
+    from omegaconf import OmegaConf
+
+    from experiments.sweep_callback import SweepSummary
+
+    sweep = tmp_path / "sweep"
+    _fake_job(sweep / "0", (35, 40, 3), md=30.0, statuses=["ok", "failed"])
+    _fake_job(sweep / "1", (35, 80, 3), md=float("nan"), statuses=["failed", "failed"])
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with pytest.raises(SystemExit) as err:
+        SweepSummary(list(figures.FIG7_KNOBS)).on_multirun_end(config)
+    assert err.value.code == 1
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["n_failed"]) == [1, 2] and list(summary["n_ok"]) == [1, 0]
+    assert list(summary["job_status"]) == ["ok", "all_failed"] and set(summary["md_scale"]) == {"px@512w"}
+    assert (sweep / "fig7.png").exists()  # everything is written before the non-zero exit

@@ -55,6 +55,8 @@ def test_offline_run_lives_in_the_job_dir_with_md_and_if(make_cfg, tiny_samples)
     assert summary["if/all"] == metrics["image_fidelity"] == 1.0
     assert {f"md/{s.category}" for s in tiny_samples} <= set(summary)
     assert summary["n_samples"] == 2 and summary["weights"] == "random"
+    assert (summary["n_ok"], summary["n_failed"], summary["n_unsupported"]) == (2, 0, 0)  # issue 17
+    assert summary["md_scale"] == "px@64w" and summary["config_hash"] == metrics["config_hash"]
     runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert runs[-1].job_type == "Identity"
     assert "weights:random (not comparable)" in runs[-1].tags
