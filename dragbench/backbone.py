@@ -19,7 +19,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from dragbench.tokenizer_offline import build_offline_tokenizer
-from dragbench.weights import (
+from dragbench.weights import (  # noqa: F401  (MissingWeightsError: re-exported, its old home)
+    MissingWeightsError,
     WeightFile,
     declares_weights,
     downloads_allowed,
@@ -94,10 +95,6 @@ TINY_TEXT_CONFIG = dict(
     num_hidden_layers=5,
     vocab_size=1000,
 )
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Real weights were asked for but are not available; the message says what and how to get them."""
 
 
 @dataclass(eq=False)

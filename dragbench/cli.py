@@ -1,7 +1,8 @@
 """`python -m dragbench`: validate, summarise, visualise and synthesise DragBench-layout folders (SPEC §1).
 
 Subcommands: `validate ROOT`, `stats ROOT`, `show SAMPLE_DIR --out FILE.png`,
-`synth OUT --n N --size S --seed K`, `download ROOT [--url URL] [--sha256 HEX]`.
+`synth OUT --n N --size S --seed K`, `download ROOT [--url URL] [--sha256 HEX]`,
+`weights [--all] [overrides...]` (exit 1 if a needed weight is missing).
 """
 
 from __future__ import annotations
@@ -120,6 +121,15 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    # Composing Hydra configs is experiments/' job (DESIGN.md); imported here only, to keep the CLI light.
+    from experiments.weights_preflight import weights_table
+
+    lines, ok = weights_table(args.overrides, every_option=args.all)
+    print("\n".join(lines))
+    return EXIT_OK if ok else EXIT_INVALID
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m dragbench`."""
     parser = argparse.ArgumentParser(prog="python -m dragbench", description=__doc__.splitlines()[0])
@@ -145,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help="zip URL (default: the DragDiffusion v0.1.1 release asset)")
     p.add_argument("--sha256", default=None, help="expected sha256 of the zip; a mismatch deletes it, exit 1")
     p.set_defaults(func=_cmd_download)
+    p = sub.add_parser("weights", help="each weight file a config needs, where it is looked for, is it there")
+    p.add_argument("overrides", nargs="*", help="overrides as for experiments.run, e.g. method=draggan")
+    p.add_argument("--all", action="store_true", help="every option of the model/method/eval groups")
+    p.set_defaults(func=_cmd_weights)
     return parser
 
 

@@ -67,6 +67,10 @@ _TRUE = {"1", "on", "yes", "true"}  # huggingface_hub's spelling of a true env f
 T = TypeVar("T")
 
 
+class MissingWeightsError(FileNotFoundError):
+    """Real weights were asked for but are not available; the message says what and how to get them."""
+
+
 @dataclass(frozen=True)
 class WeightFile:
     """One weight file or pipeline subfolder a component needs.
@@ -200,6 +204,35 @@ def url_file_requirement(
     """A single file that comes from `url` (torchvision checkpoints, StyleGAN2 pickles)."""
     how = how_to_get or f"`wget -P {path.parent} {url}`"
     return WeightFile(what, path.name, str(path.parent), path.is_file(), url, how, auto_download, knob)
+
+
+def fetch_url_file(what: str, path: Path, url: str, local_files_only: bool = False) -> None:
+    """Make sure `path` (a torch hub checkpoint) exists: download `url` there, hash-checked, when allowed.
+
+    Raises:
+        MissingWeightsError: one line, when downloads are off (`local_files_only` / HF_HUB_OFFLINE) or fail.
+    """
+    if path.is_file():
+        return
+    how = f"get it: `wget -P {path.parent} {url}` or set TORCH_HOME"
+    if not downloads_allowed(local_files_only):
+        offline = "local_files_only/HF_HUB_OFFLINE: no download"
+        raise MissingWeightsError(f"{what} not found: {path} ({offline}); {how}")
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=_hash_prefix(path.name), progress=False)
+    except (OSError, RuntimeError) as err:  # no network (URLError is an OSError) or a hash mismatch
+        raise MissingWeightsError(
+            f"{what} not found: {path}, and downloading {url} failed ({type(err).__name__}); {how}"
+        ) from None
+
+
+def _hash_prefix(name: str) -> str | None:
+    """torchvision's convention: "<name>-<first sha256 hex digits>.pth"."""
+    match = re.search(r"-([a-f0-9]{6,})\.", name)
+    return match.group(1) if match else None
 
 
 def missing_message(rows: Iterable[tuple[str, WeightFile]]) -> str:

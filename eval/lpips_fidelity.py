@@ -19,8 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models import AlexNet_Weights
 
-from dragbench.backbone import MissingWeightsError, resolve_device
-from dragbench.weights import WeightFile, declares_weights, downloads_allowed, url_file_requirement
+from dragbench.backbone import resolve_device
+from dragbench.weights import (
+    WeightFile,
+    declares_weights,
+    downloads_allowed,
+    fetch_url_file,
+    url_file_requirement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +97,6 @@ def fidelity_requirements(weights: str = "real", local_files_only: bool = False)
     return [url_file_requirement("AlexNet trunk (LPIPS for Image Fidelity)", path, url, auto, how)]
 
 
-def _fetch_alexnet(path: Path, local_files_only: bool) -> None:
-    """Put the AlexNet trunk at `path`: download it (hash-checked) when allowed, else fail in one line."""
-    url = AlexNet_Weights.IMAGENET1K_V1.url
-    if not downloads_allowed(local_files_only):
-        raise MissingWeightsError(
-            f"LPIPS AlexNet trunk not found: {path} (local_files_only/HF_HUB_OFFLINE: no download); "
-            f"get it: `wget -P {path.parent} {url}` or set TORCH_HOME"
-        )
-    log.info("Downloading the LPIPS AlexNet trunk %s -> %s", url, path)
-    try:
-        torch.hub.load_state_dict_from_url(url, check_hash=True, progress=False)
-    except (OSError, RuntimeError) as err:  # no network (URLError is an OSError) or a hash mismatch
-        raise MissingWeightsError(
-            f"LPIPS AlexNet trunk not found: {path} and the download of {url} failed "
-            f"({type(err).__name__}); get it: `wget -P {path.parent} {url}` or set TORCH_HOME"
-        ) from None
-
-
 @declares_weights(fidelity_requirements)
 def build_fidelity(
     weights: str = "real", seed: int = 0, device: str = "auto", local_files_only: bool = False
@@ -130,7 +118,8 @@ def build_fidelity(
     if weights not in ("real", "random"):
         raise ValueError(f"fidelity weights must be 'real' or 'random', got {weights!r}")
     if weights == "real" and not alexnet_checkpoint_path().is_file():
-        _fetch_alexnet(alexnet_checkpoint_path(), local_files_only)
+        url = AlexNet_Weights.IMAGENET1K_V1.url
+        fetch_url_file("LPIPS AlexNet trunk", alexnet_checkpoint_path(), url, local_files_only)
     # fork_rng: seed the random trunk without touching the caller's global RNG state
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(seed)

@@ -18,12 +18,18 @@ from torch import Tensor
 
 from dragbench.backbone import resolve_device
 from dragbench.sample import DragSample, rc_to_xy, xy_to_rc
-from dragbench.weights import ALEXNET_URL, STYLEGAN2_URLS, VGG16_URL, WeightFile, url_file_requirement
+from dragbench.weights import STYLEGAN2_URLS, WeightFile, downloads_allowed, url_file_requirement
 from methods.base import EditResult
 from methods.draggan import motion
 from methods.draggan.canvas import CANVAS_MODES, image_to_square, mask_to_square, paste_square, plan_square
 from methods.draggan.checkpoint import load_generator
-from methods.draggan.projector import LPIPS_TRUNK_FILES, ReconstructionLoss, pivotal_tuning, project
+from methods.draggan.projector import (
+    LPIPS_TRUNK_FILES,
+    LPIPS_TRUNK_URLS,
+    ReconstructionLoss,
+    pivotal_tuning,
+    project,
+)
 from methods.draggan.routing import check_routing, route
 from methods.draggan.stylegan2 import Generator, build_tiny_generator
 
@@ -144,8 +150,8 @@ class DragGAN:
     ) -> list[WeightFile]:
         """Files this configuration reads, without loading them.
 
-        Every routed checkpoint that is not "random", and the torchvision LPIPS trunk when
-        `inversion_loss="lpips"` (the projector never downloads it).
+        Every routed checkpoint that is not "random" (never downloaded by the harness), and the torchvision
+        LPIPS trunk when `inversion_loss="lpips"` (downloaded on first use unless HF_HUB_OFFLINE).
         """
         rows = []
         routed = {n for n in routing.values() if checkpoints.get(n) not in (None, RANDOM_WEIGHTS)}
@@ -160,10 +166,10 @@ class DragGAN:
             rows.append(url_file_requirement(what, path, url, False, how, f"checkpoints.{name}"))
         if inversion_loss == "lpips" and lpips_net in LPIPS_TRUNK_FILES:
             path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_TRUNK_FILES[lpips_net]
-            url = ALEXNET_URL if lpips_net == "alex" else VGG16_URL
+            url, auto = LPIPS_TRUNK_URLS[lpips_net], downloads_allowed()
             how = f"`wget -P {path.parent} {url}` (or {{knob}}=mse)"
             what = f"LPIPS({lpips_net}) trunk (GAN inversion)"
-            rows.append(url_file_requirement(what, path, url, False, how, "inversion_loss"))
+            rows.append(url_file_requirement(what, path, url, auto, how, "inversion_loss"))
         return rows
 
     @property

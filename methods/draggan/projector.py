@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dragbench.backbone import MissingWeightsError
+from dragbench.weights import ALEXNET_URL, VGG16_URL, MissingWeightsError, fetch_url_file
 from methods.draggan.stylegan2 import Generator
 
+LPIPS_TRUNK_URLS = {"alex": ALEXNET_URL, "vgg": VGG16_URL}  # torchvision IMAGENET1K_V1 checkpoints
 LPIPS_TRUNK_FILES = {  # torchvision trunk weights lpips needs (downloaded to $TORCH_HOME/hub/checkpoints)
     "alex": "alexnet-owt-7be5be79.pth",
     "vgg": "vgg16-397923af.pth",
@@ -69,11 +70,10 @@ def _load_lpips(net: str) -> torch.nn.Module:
     if net not in LPIPS_TRUNK_FILES:
         raise ValueError(f"lpips_net must be one of {sorted(LPIPS_TRUNK_FILES)}, got {net!r}")
     trunk = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_TRUNK_FILES[net]
-    if not trunk.is_file():
-        raise MissingWeightsError(
-            f"LPIPS({net}) needs the torchvision trunk {trunk}, missing (no network here); copy it there"
-            f" or set method.inversion_loss=mse (then reconstruction numbers are MSE-only)."
-        )
+    try:  # the harness's one download policy (dragbench.weights.downloads_allowed)
+        fetch_url_file(f"LPIPS({net}) trunk", trunk, LPIPS_TRUNK_URLS[net])
+    except MissingWeightsError as err:
+        raise MissingWeightsError(f"{err} (or method.inversion_loss=mse: MSE-only reconstruction)") from None
     import lpips
 
     return lpips.LPIPS(net=net, pretrained=True, verbose=False).eval().requires_grad_(False)
