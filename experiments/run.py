@@ -20,8 +20,11 @@ from dragbench.backbone import resolve_device
 from experiments import CONF_DIR, REPO_ROOT, provenance
 from experiments.config_identity import ConfigMismatchError
 from experiments.job import job_failure, run_job
+from experiments.sweep_progress import job_progress
+from experiments.weights_preflight import check_weights
 
 log = logging.getLogger(__name__)
+
 
 def instantiate(node: DictConfig, key: str) -> Any:
     """hydra.utils.instantiate with plain-python containers, logging "Instantiating <target>".
@@ -65,6 +68,7 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         FileNotFoundError: data absent, or MissingWeightsError: real weights absent (one-line messages).
     """
+    check_weights(cfg)  # before anything is built or written: one line naming every missing weight
     store = instantiate(cfg.store, "store")
     config = resolved_config(cfg)
     config_id = store.bind_config(config)  # refuses a job dir holding results of another config
@@ -104,7 +108,6 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
             run_info=run_info,
             n_boot=cfg.aggregate.n_boot,
             boot_seed=cfg.aggregate.seed,
-            progress=not ident["multirun"],
             device_type=device.type,
         )
 
@@ -114,7 +117,8 @@ def main(cfg: DictConfig) -> float | None:
     """Run one job; returns Mean Distance (what a sweeper would minimise)."""
     log.info("Output dir: %s", cfg.paths.output_dir)
     try:
-        metrics = run_from_config(cfg)
+        with job_progress(cfg):  # sweeps: `job k/n <overrides>` log lines, a heartbeat every 30 s
+            metrics = run_from_config(cfg)
     except (FileNotFoundError, ConfigMismatchError) as err:  # data/weights absent; job dir of another config
         log.error("%s", err)  # one line, no traceback (STYLE.md: fail fast with one message)
         raise SystemExit(1) from None
