@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import math
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
+from methods.draggan.checkpoint import load_generator
 from methods.draggan.stylegan2 import (
     Generator,
     build_tiny_generator,
@@ -13,6 +20,10 @@ from methods.draggan.stylegan2 import (
     upfirdn2d,
     upsample2d,
 )
+
+OFFICIAL = Path(__file__).parent / "data" / "stylegan2_official"  # NVIDIA's code's numbers (README there)
+Z_SEED = 1234  # z = torch.randn(shape, generator=torch.Generator().manual_seed(Z_SEED)), as recorded
+CLAMP_TRIGGER = 300.0  # b16.conv1.bias[:4] of the "clamp" variant: lrelu * sqrt(2) -> 424 > conv_clamp 256
 
 
 def _layer_names(prefix: str, in_ch: int, out_ch: int, w_dim: int, res: int) -> dict[str, tuple]:
@@ -113,3 +124,42 @@ def test_output_shapes_finite_and_seeded() -> None:
     assert ws.shape == (2, g.num_ws, 32) and torch.equal(ws[:, 0], ws[:, -1])  # W broadcast to W+
     trunc = g.mapping(z, truncation_psi=0.0)
     assert torch.allclose(trunc, g.mapping.w_avg.expand_as(trunc))  # psi = 0 -> w_avg
+
+
+@pytest.fixture(scope="module")
+def official() -> tuple[Generator, dict[str, torch.Tensor]]:
+    """NVIDIA's seeded random 64-px G_ema (ada `paper512` code path, small widths) and its own outputs."""
+    loaded = load_generator(OFFICIAL / "tiny64_G_ema.safetensors")
+    expected = load_file(OFFICIAL / "tiny64_expected.safetensors")
+    z = expected["z"]
+    assert torch.equal(z, torch.randn(z.shape, generator=torch.Generator().manual_seed(Z_SEED)))
+    return loaded.generator, expected
+
+
+def test_images_and_features_match_nvidias_generator_on_its_weights(official) -> None:
+    g, expected = official
+    z = expected["z"]
+    ws = g.mapping(z)
+    img, feats = g(z, noise_mode="const")
+    img_psi, _ = g.synthesis(g.mapping(z, truncation_psi=0.7), noise_mode="const")
+    assert torch.equal(ws, expected["natural/ws"])  # measured: bit-identical
+    assert (img - expected["natural/img"]).abs().max() <= 1e-4  # measured 5.0e-6 (|img| <= 7.5)
+    assert (img_psi - expected["natural/img_psi07"]).abs().max() <= 1e-4  # measured 5.5e-6
+    for f in feats:  # every block's output feature map (what DragGAN supervises and tracks on)
+        ref = expected[f"natural/feat_b{f.shape[-1]}"]
+        assert (f[:1] - ref).abs().max() <= 1e-4  # measured <= 4.8e-6
+
+
+def test_conv_clamp_bounds_the_activated_output_at_conv_clamp_as_nvidias_code(official) -> None:
+    # Official SynthesisLayer clamps bias + lrelu * sqrt(2) at +-conv_clamp (act_clamp = conv_clamp * gain=1).
+    g, expected = official
+    g = copy.deepcopy(g)
+    g.synthesis.b16.conv1.bias.data[:4] = CLAMP_TRIGGER
+    img, feats = g(expected["z"], noise_mode="const")
+    assert feats[2][:, :4].abs().max() == 256  # b16 output: the clamp fired
+    ref = expected["clamp/img"]
+    assert ref.abs().max() > 300  # big values: compare relative to the image's scale
+    assert (img - ref).abs().max() <= 5e-6 * ref.abs().max()  # measured 3.1e-4 = 7.8e-7 x 390
+    for layer in g.synthesis.noise_layers():  # the pre-fix rule conv_clamp * sqrt(2) is far off
+        layer.conv_clamp *= math.sqrt(2)
+    assert (g(expected["z"], noise_mode="const")[0] - ref).abs().max() > 100  # measured 150.5

@@ -11,10 +11,12 @@ Plain state dicts (`.pt`/`.pth` via `torch.load(weights_only=True)`, `.safetenso
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
 import io
 import json
 import logging
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from methods.draggan.stylegan2 import Generator, build_generator
 
@@ -190,12 +192,95 @@ def _build_and_load(state: dict[str, Tensor], init_kwargs: dict, source: str, me
     return LoadedGenerator(gen.eval().requires_grad_(False), source, init_kwargs, meta)
 
 
+#: Plain attributes that both the official modules and ours keep under the same name and meaning; each
+#: pickled sub-module's values are compared with the built generator's (see `check_against_records`).
+CHECKED_ATTRIBUTES = (
+    "z_dim", "c_dim", "w_dim", "num_ws", "img_resolution", "img_channels", "num_layers", "resolution",
+    "in_channels", "up", "use_noise", "activation", "conv_clamp", "is_last", "use_fp16", "architecture",
+    "num_conv", "num_torgb", "block_resolutions", "weight_gain", "bias_gain",
+)  # fmt: skip
+
+
+def _records(record: PersistentRecord, prefix: str = "") -> dict[str, PersistentRecord]:
+    """Every record of a tree by dotted module path ('' = the root)."""
+    out = {prefix.rstrip("."): record}
+    for name, child in (record.state.get("_modules") or {}).items():
+        if isinstance(child, PersistentRecord):
+            out.update(_records(child, f"{prefix}{name}."))
+    return out
+
+
+def synthesis_settings_from_records(record: PersistentRecord) -> dict:
+    """`conv_clamp` and `num_fp16_res` as the pickled synthesis sub-modules actually used them.
+
+    The official init kwargs may leave both to class defaults that differ between code bases; each pickled
+    SynthesisLayer/ToRGBLayer keeps its `conv_clamp` and each block its `use_fp16`, so the records settle it.
+
+    Raises:
+        ValueError: the records disagree among themselves (not a StyleGAN2 generator we understand).
+    """
+    recs = {p: r for p, r in _records(record).items() if p.startswith("synthesis.b")}
+    clamps = {r.state["conv_clamp"] for r in recs.values() if "conv_clamp" in r.state}
+    blocks = [r for p, r in recs.items() if p.count(".") == 1]
+    if len(clamps) != 1 or not blocks or any("use_fp16" not in b.state for b in blocks):
+        raise ValueError(
+            f"pickled synthesis blocks do not state one conv_clamp and use_fp16 per block (found clamps "
+            f"{sorted(map(str, clamps))}); not a stylegan2(-ada)-pytorch / stylegan3 StyleGAN2 Generator"
+        )
+    return {"conv_clamp": clamps.pop(), "num_fp16_res": sum(bool(b.state["use_fp16"]) for b in blocks)}
+
+
+def effective_init_kwargs(init_kwargs: dict, settings: dict) -> dict:
+    """`init_kwargs` plus the `settings` they leave out (`synthesis_settings_from_records`), made explicit.
+
+    Explicit init kwargs are kept; `check_against_records` then rejects any that contradict the records.
+    """
+    kw = copy.deepcopy(init_kwargs)
+    target = kw["synthesis_kwargs"] if "synthesis_kwargs" in kw else kw
+    for name, value in settings.items():
+        target.setdefault(name, value)
+    return kw
+
+
+def check_against_records(generator: nn.Module, record: PersistentRecord) -> None:
+    """Compare every `CHECKED_ATTRIBUTES` value of the pickled modules with the built generator's.
+
+    Raises:
+        ValueError: a sub-module is missing or a setting differs (the maths would differ).
+    """
+    ours = dict(generator.named_modules())
+    for path, rec in _records(record).items():
+        if path not in ours:
+            if rec.state.get("_parameters") or rec.state.get("_buffers") or rec.state.get("_modules"):
+                raise ValueError(f"pickled module {path or '<root>'} ({rec.class_name}) has no counterpart")
+            continue
+        for name in CHECKED_ATTRIBUTES:
+            if name not in rec.state or not hasattr(ours[path], name):
+                continue
+            theirs, mine = _plain(rec.state[name]), getattr(ours[path], name)
+            same = (
+                math.isclose(theirs, mine, rel_tol=1e-12)
+                if isinstance(theirs, float) and isinstance(mine, float)
+                else theirs == mine
+            )
+            if not same:
+                raise ValueError(
+                    f"{path or '<root>'}.{name}: pickled {theirs!r} but built {mine!r}; loading would change "
+                    f"the maths"
+                )
+
+
 def load_nvidia_pickle(path: str | Path, key: str = "G_ema") -> LoadedGenerator:
-    """Read `key` (default `G_ema`) from an NVIDIA stylegan2(-ada)-pytorch `.pkl` without executing its code.
+    """Read `key` (default `G_ema`) from an NVIDIA stylegan2(-ada)-pytorch or stylegan3 `.pkl`, never run it.
+
+    Settings the init kwargs leave to class defaults come from the pickled modules
+    (`synthesis_settings_from_records`), and the built generator is checked against them
+    (`check_against_records`).
 
     Raises:
         UnsafeCheckpointError: the pickle asks for anything but tensors/containers/persistence records.
         KeyError: `key` is not in the pickle.
+        ValueError: the pickled modules do not fit the generator built from their init kwargs.
     """
     data = restricted_load(path)
     if not isinstance(data, dict) or key not in data:
@@ -205,13 +290,20 @@ def load_nvidia_pickle(path: str | Path, key: str = "G_ema") -> LoadedGenerator:
     if not isinstance(record, PersistentRecord):
         raise UnsafeCheckpointError(f"{path}: {key} is {type(record)}, not an NVIDIA persistence record")
     init_kwargs = _plain(record.init_kwargs)
+    settings = synthesis_settings_from_records(record)
     meta = {
         "class_name": record.class_name,
         "persistence_version": _plain(record.version),
         "module_src_sha256": hashlib.sha256(record.module_src.encode()).hexdigest(),
+        "settings_from_records": settings,
     }
     logger.info("Read %s from %s (class %s; embedded source not executed)", key, path, record.class_name)
-    return _build_and_load(flatten_record(record), init_kwargs, str(path), meta)
+    loaded = _build_and_load(
+        flatten_record(record), effective_init_kwargs(init_kwargs, settings), str(path), meta
+    )
+    check_against_records(loaded.generator, record)
+    loaded.init_kwargs = init_kwargs
+    return loaded
 
 
 def infer_init_kwargs(state: dict[str, Tensor]) -> dict:

@@ -262,8 +262,9 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(
             x, self.weight, styles, noise=n, up=self.up, resample_filter=self.resample_filter
         )
-        clamp = None if self.conv_clamp is None else self.conv_clamp * LRELU_GAIN
-        return bias_act(x, self.bias, act=self.activation, clamp=clamp)
+        # Official SynthesisLayer: act_clamp = conv_clamp * gain with the *call's* gain (1 for G), not the
+        # activation's sqrt(2): the clamp bounds the activated, gained output at +-conv_clamp.
+        return bias_act(x, self.bias, act=self.activation, clamp=self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -468,25 +469,36 @@ class Generator(nn.Module):
         return self.synthesis(self.mapping(z, c, truncation_psi=truncation_psi), noise_mode=noise_mode)
 
 
-#: Synthesis kwargs the official `SynthesisNetwork` accepts that only matter for training/speed.
-IGNORED_SYNTHESIS_KWARGS = ("fp16_channels_last", "channels_last", "resample_filter")
+#: Synthesis kwargs the official `SynthesisNetwork` accepts that only matter for training/speed:
+#: `fused_modconv_default` (stylegan3 repo: True | 'inference_only') picks grouped vs. batched convs, the
+#: same maths; channels-last formats and the (always [1,3,3,1]) resample filter list change no output either.
+IGNORED_SYNTHESIS_KWARGS = ("fp16_channels_last", "channels_last", "resample_filter", "fused_modconv_default")
 
 
 GENERATOR_KWARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 SYNTHESIS_KWARGS = ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture")
 
+#: Class defaults of the settings a pickle's init kwargs may leave out, per official code base:
+#: stylegan2-ada-pytorch training/networks.py (SynthesisNetwork num_fp16_res=0, SynthesisBlock
+#: conv_clamp=None) and the stylegan3 repo's training/networks_stylegan2.py (num_fp16_res=4, conv_clamp=256).
+ADA_SYNTHESIS_DEFAULTS = {"num_fp16_res": 0, "conv_clamp": None}
+STYLEGAN3_REPO_SYNTHESIS_DEFAULTS = {"num_fp16_res": 4, "conv_clamp": 256}
 
-def build_generator(init_kwargs: dict) -> Generator:
-    """Build a Generator from official `G_ema.init_kwargs`; speed-only kwargs are dropped.
 
-    Accepts both layouts: stylegan2-ada-pytorch (`synthesis_kwargs={...}`) and the stylegan3 repo's
-    `networks_stylegan2` (synthesis kwargs flattened into the Generator's kwargs, as DragGAN's checkpoints).
+def split_init_kwargs(init_kwargs: dict) -> tuple[dict, dict, dict]:
+    """Official `G_ema.init_kwargs` -> (generator, mapping, synthesis) kwargs with the code base's defaults.
+
+    Two layouts exist: stylegan2-ada-pytorch (`synthesis_kwargs={...}`) and the stylegan3 repo's
+    `networks_stylegan2` (synthesis kwargs flattened into the Generator's, as in DragGAN's checkpoints); the
+    settings they leave out get that code base's class defaults (`*_SYNTHESIS_DEFAULTS`), speed-only kwargs
+    are dropped.
 
     Raises:
         ValueError: on kwargs this implementation does not understand.
     """
     kw = dict(init_kwargs)
     mapping = dict(kw.pop("mapping_kwargs", {}) or {})
+    nested = "synthesis_kwargs" in kw
     syn = dict(kw.pop("synthesis_kwargs", {}) or {})
     syn.update({k: kw.pop(k) for k in list(kw) if k in SYNTHESIS_KWARGS + IGNORED_SYNTHESIS_KWARGS})
     syn = {k: v for k, v in syn.items() if k not in IGNORED_SYNTHESIS_KWARGS}
@@ -494,8 +506,19 @@ def build_generator(init_kwargs: dict) -> Generator:
     if unknown:
         raise ValueError(
             f"unsupported Generator init kwargs {unknown}; supported: "
-            f"{list(GENERATOR_KWARGS)} + synthesis {list(SYNTHESIS_KWARGS)}"
+            f"{list(GENERATOR_KWARGS)} + synthesis {list(SYNTHESIS_KWARGS + IGNORED_SYNTHESIS_KWARGS)}"
         )
+    defaults = ADA_SYNTHESIS_DEFAULTS if nested else STYLEGAN3_REPO_SYNTHESIS_DEFAULTS
+    return kw, mapping, {**defaults, **syn}
+
+
+def build_generator(init_kwargs: dict) -> Generator:
+    """Build a Generator from official `G_ema.init_kwargs` (either layout, see `split_init_kwargs`).
+
+    Raises:
+        ValueError: on kwargs this implementation does not understand.
+    """
+    kw, mapping, syn = split_init_kwargs(init_kwargs)
     return Generator(mapping_kwargs=mapping, synthesis_kwargs=syn, **kw)
 
 
