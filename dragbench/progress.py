@@ -8,8 +8,8 @@ span without items (a sweep job). Nested trackers form a chain, so one log line 
 In log mode a tracker logs when one of its items starts and no progress line was logged for `min_interval`
 seconds (MIN_INTERVAL_S; 0 = every item), and a heartbeat thread logs the current chain whenever no line
 was logged for HEARTBEAT_S seconds, so a piped log shows a line at least every HEARTBEAT_S while work runs.
-The mode is chosen once per process (`set_mode`): "auto" (bar when stderr is a terminal, else log lines),
-"bar", "log" (sweep jobs: no bars nested inside them) or "off".
+The mode is chosen once per process (`set_mode`): "auto" (a bar when stdout and stderr are terminals, else
+log lines), "bar", "log" (sweep jobs: no bars nested inside them) or "off".
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def set_mode(mode: str, clock: Clock | None = None, heartbeat_thread: bool = Tru
     """Choose how progress is shown in this process.
 
     Args:
-        mode: "auto" (a bar when stderr is a terminal, else log lines), "bar", "log" or "off".
+        mode: "auto" (a bar when stdout and stderr are terminals, else log lines), "bar", "log" or "off".
         clock: seconds, monotonic (tests pass a fake clock); None keeps the current one.
         heartbeat_thread: log mode: run the heartbeat thread (tests call `heartbeat` themselves).
 
@@ -118,11 +118,11 @@ def set_mode(mode: str, clock: Clock | None = None, heartbeat_thread: bool = Tru
 
 
 def get_mode() -> str:
-    """The effective mode: "bar", "log" or "off" ("auto" resolved against stderr)."""
+    """The effective mode: "bar", "log" or "off" ("auto" resolved against stdout and stderr)."""
     if _STATE.mode != "auto":
         return _STATE.mode
-    isatty = getattr(sys.stderr, "isatty", None)
-    return "bar" if isatty is not None and isatty() else "log"
+    streams = (sys.stdout, sys.stderr)  # logs go to stdout (Hydra), bars to stderr: both must be a terminal
+    return "bar" if all(getattr(s, "isatty", lambda: False)() for s in streams) else "log"
 
 
 def heartbeat(now: float | None = None) -> bool:

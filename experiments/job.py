@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from dragbench.progress import track
 from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.validation import check_points_inside
 from eval.aggregate import md_scale, summarize
@@ -244,7 +244,8 @@ def run_job(
         run_info: constant columns added to every row and to metrics.json (provenance, overrides, ...).
         n_boot: bootstrap resamples for the CIs (eval.aggregate.summarize).
         boot_seed: seed of the bootstrap.
-        progress: show a tqdm bar (off inside multiruns).
+        progress: report `sample k/n <id>` with rate and ETA (dragbench.progress: a bar on a terminal, log
+            lines when piped or inside a sweep); False = silent.
         device_type: "cuda" or "cpu" (how peak memory is measured).
 
     Returns:
@@ -263,7 +264,16 @@ def run_job(
         store.root,
         len(todo),
     )
-    for sample in tqdm(todo, desc="samples", disable=not progress, dynamic_ncols=True):
+    shown = track(
+        todo,
+        "sample",
+        unit="sample",
+        label=lambda s: s.sample_id,
+        initial=len(samples) - len(todo),
+        min_interval=0,  # a line as each sample starts
+        mode=None if progress else "off",
+    )
+    for sample in shown:
         outcome = process_sample(sample, method, evaluator, seed, device_type)
         outcome.row.update(row_constant, finished_at=time.time())
         image = outcome.result.image if outcome.result is not None else None

@@ -131,9 +131,17 @@ def test_break_out_of_a_loop_leaves_no_frame(clock):
     assert progress._STATE.frames == []
 
 
-def test_auto_mode_is_log_lines_when_stderr_is_not_a_terminal(monkeypatch):
+class Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_mode_is_a_bar_only_when_stdout_and_stderr_are_terminals(monkeypatch):
     import io
 
     progress.set_mode("auto")
-    monkeypatch.setattr("sys.stderr", io.StringIO())
+    monkeypatch.setattr("sys.stdout", Terminal())
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert progress.get_mode() == "bar"
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # `... | tee log`: the log lines go to the file
     assert progress.get_mode() == "log"
