@@ -61,6 +61,9 @@ PIPELINE_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
     "tokenizer": (("vocab.json",), ("merges.txt",)),
 }
+# What `hf download` must fetch for `load_pretrained` (configs, tokenizer files, safetensors weights), not the
+# whole repo (SD-1.5's also holds many GB of .ckpt / .bin / fp16 / non-EMA variants).
+HF_DOWNLOAD_INCLUDE = ("*.json", "*.txt", "*/diffusion_pytorch_model.safetensors", "*/model.safetensors")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name", as the hub accepts it
 _TRUE = {"1", "on", "yes", "true"}  # huggingface_hub's spelling of a true env flag
 
@@ -180,7 +183,8 @@ def pipeline_requirements(
     if is_hub_id(pretrained):
         repo_dir = hub_cache_dir() / f"models--{pretrained.replace('/', '--')}"
         auto = downloads_allowed(local_files_only) and pretrained not in WITHDRAWN_HUB_IDS
-        how = f"`hf download {pretrained}`{source_note(pretrained)}, or set {{knob}}=<local pipeline folder>"
+        include = " ".join(f"--include '{pattern}'" for pattern in HF_DOWNLOAD_INCLUDE)
+        how = f"`hf download {pretrained} {include}`{source_note(pretrained)}; or set {{knob}}=<folder>"
         for sub in subfolders:
             present = all(
                 any(_hub_has(pretrained, f"{sub}/{name}", revision) for name in group)

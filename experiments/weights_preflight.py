@@ -52,8 +52,12 @@ def _walk(cfg: DictConfig, path: str, label: str) -> Iterator[Requirement]:
     if not isinstance(node, DictConfig):
         return
     if "_target_" in node:
+        try:
+            target = _locate(node._target_)
+        except ImportError:  # not importable: instantiating it right after reports that, naming the key
+            target = None
         kwargs = OmegaConf.to_container(node, resolve=True)
-        for row in requirements_of(_locate(node._target_), kwargs):
+        for row in requirements_of(target, kwargs) if target is not None else []:
             yield label, replace(row, knob=f"{path}.{row.knob}" if row.knob else path)
     for key in node:
         child = node._get_node(key)
@@ -111,9 +115,10 @@ def check_sweep(cfg: DictConfig) -> int:
         check_weights(cfg)  # other sweepers / huge sweeps: every job still checks itself before its samples
         return len(jobs)
     config_name = OmegaConf.select(cfg, "hydra.job.config_name") or "config"
+    hydra_overrides = list(OmegaConf.to_container(cfg.hydra.overrides.hydra, resolve=False))  # searchpath...
     rows: dict[tuple[str, str], Requirement] = {}
     for overrides in dict.fromkeys(tuple(job) for job in jobs):  # distinct jobs, in launch order
-        job_cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        job_cfg = compose(config_name, overrides=[*hydra_overrides, *overrides], return_hydra_config=True)
         for label, row in config_requirements(job_cfg):
             rows.setdefault((row.location, row.file), (label, row))
     message = missing_message(rows.values())
@@ -137,21 +142,33 @@ class WeightsPreflight(Callback):
         log.info("Weights preflight: every weight of the %d jobs is present or downloadable", n_jobs)
 
 
-def weights_table(overrides: Sequence[str]) -> tuple[list[str], bool]:
+WEIGHT_GROUPS = ("model", "method", "eval")  # config groups whose options can need weights (`--all`)
+
+
+def weights_table(overrides: Sequence[str], every_option: bool = False) -> tuple[list[str], bool]:
     """Table lines of what the config composed from `overrides` needs, and whether it can all run now.
 
     Args:
         overrides: Hydra overrides, as for `python -m experiments.run` (e.g. ["method=draggan"]).
+        every_option: also compose each option of `WEIGHT_GROUPS` (conf/<group>/*.yaml) on top of them.
 
     Returns:
-        (lines: the table and a last line saying what is missing or that all is there, ok).
+        (the table plus a last line naming what is missing or saying all is there, nothing missing).
     """
+    variants = [list(overrides)]
+    if every_option:
+        options = [(g, p.stem) for g in WEIGHT_GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+        variants += [[*overrides, f"{group}={option}"] for group, option in options]
+    rows: dict[tuple[str, str], Requirement] = {}
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        for variant in variants:
+            cfg = compose("config", overrides=variant, return_hydra_config=True)
+            for label, row in config_requirements(cfg):
+                rows.setdefault((row.location, row.file), (label, row))
     GlobalHydra.instance().clear()
-    rows = config_requirements(cfg)
     if not rows:
         return ["this configuration needs no weight files (tiny, random or committed toy weights)"], True
-    message = missing_message(rows)
-    return [*format_table(rows), message or "all weights present (or downloaded on first use)"], not message
+    message = missing_message(rows.values())
+    last = message or "all weights present (or downloaded on first use)"
+    return [*format_table(rows.values()), last], not message

@@ -98,7 +98,7 @@ def test_pipeline_requirements_read_the_hub_cache_per_subfolder(no_weights):
     assert [r.present for r in rows] == [True, False, False, True]
     assert {r.location for r in rows} == {str(cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5")}
     assert not any(r.auto_download for r in rows)  # HF_HUB_OFFLINE=1
-    assert "`hf download stable-diffusion-v1-5/stable-diffusion-v1-5`" in rows[1].how
+    assert f"`hf download {SD15_HUB_ID} --include '*.json' --include" in rows[1].how
 
 
 def test_downloads_allowed_makes_hub_weights_ready_but_never_a_withdrawn_id(no_weights, monkeypatch):
@@ -251,7 +251,9 @@ def test_job_without_real_weights_stops_before_its_first_sample(app, no_weights,
 
 
 def test_multirun_without_real_weights_stops_before_launching_any_job(app, no_weights, capsys):
-    code = app("-m", "method=draggan,dragdiffusion", "eval=tiny", "model=sd15")
+    # eval=fast lives in tests/conf: each job is composed with the run's hydra.* overrides (searchpath) too
+    searchpath = f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]"
+    code = app("-m", searchpath, "method=draggan,dragdiffusion", "eval=fast", "model=sd15")
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stylegan2-afhqcat-512x512.pkl" in err[0] and SD15_HUB_ID in err[0]
