@@ -230,30 +230,42 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     HydraConfig.instance().cfg = None
 
 
-REAL_CONFIGS = [
-    pytest.param(["method=dragdiffusion", "model=sd15", "eval=fast"], SD15_HUB_ID, id="model=sd15"),
-    pytest.param(["method=draggan", "eval=fast"], "stylegan2-ffhq-512x512.pkl", id="method=draggan"),
-    pytest.param(["method=identity", "eval=official"], SD21_HUB_ID, id="eval=official"),
-]
+SEARCHPATH = f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]"  # eval=fast
+CONTEXT = {  # the other groups each option runs with: the fast exact metric / the do-nothing method
+    "method": ["eval=fast"],
+    "model": ["method=dragdiffusion", "eval=fast"],
+    "eval": ["method=identity"],
+}
+OPTIONS = [(group, path.stem) for group in CONTEXT for path in sorted((CONF_DIR / group).glob("*.yaml"))]
+REAL = {"method=dragdiffusion", "method=draggan", "model=sd15", "eval=official"}  # must stay covered
 
 
-@pytest.mark.parametrize(("overrides", "named"), REAL_CONFIGS)
-def test_job_without_real_weights_stops_before_its_first_sample(app, no_weights, caplog, overrides, named):
-    searchpath = f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]"
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_config_with_real_weights_stops_before_its_first_sample(app, no_weights, caplog, group, option):
+    """Contract: each conf/{method,model,eval}/*.yaml needs no weight file, or (all absent) stops its job
+    before the first sample with ONE error line naming what is missing, no traceback, nothing built."""
+    overrides = [SEARCHPATH, *CONTEXT[group], f"{group}={option}"]
+    cfg = _compose(["logger=none", *overrides])
+    GlobalHydra.instance().clear()
+    rows = config_requirements(cfg)
+    assert (f"{group}={option}" in REAL) == bool(rows), rows
+    if not rows:
+        check_weights(cfg)  # nothing to check, nothing raised
+        return
     with caplog.at_level(logging.INFO):
-        code = app(searchpath, *overrides)
+        code = app(*overrides)
     assert code == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "\n" not in errors[0] and named in errors[0], errors
-    assert all(r.exc_info is None for r in caplog.records)  # no traceback
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert all(row.file in errors[0] and row.location in errors[0] for _, row in rows)
+    assert "get it:" in errors[0] and all(r.exc_info is None for r in caplog.records)  # no traceback
     assert not any("Instantiating" in r.getMessage() for r in caplog.records)  # nothing built
     assert not list((no_weights / "logs").rglob("results.csv"))
 
 
 def test_multirun_without_real_weights_stops_before_launching_any_job(app, no_weights, capsys):
     # eval=fast lives in tests/conf: each job is composed with the run's hydra.* overrides (searchpath) too
-    searchpath = f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]"
-    code = app("-m", searchpath, "method=draggan,dragdiffusion", "eval=fast", "model=sd15")
+    code = app("-m", SEARCHPATH, "method=draggan,dragdiffusion", "eval=fast", "model=sd15")
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stylegan2-afhqcat-512x512.pkl" in err[0] and SD15_HUB_ID in err[0]
