@@ -21,6 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from dragbench import cli
 from dragbench.backbone import MissingWeightsError, load_pretrained
 from dragbench.weights import (
+    HF_DOWNLOAD_INCLUDE,
+    PIPELINE_FILES,
     SD15_HUB_ID,
     SD21_HUB_ID,
     STYLEGAN2_URLS,
@@ -291,3 +293,13 @@ def test_fetch_url_file_downloads_when_allowed_and_fails_in_one_line(tmp_path, m
     assert "\n" not in str(info.value) and not bad.exists()
     with pytest.raises(MissingWeightsError, match="failed \\(URLError\\)"):
         fetch_url_file("trunk", tmp_path / "x.pth", (tmp_path / "absent.pth").as_uri())
+
+
+def test_hf_download_includes_fetch_exactly_what_load_pretrained_reads():
+    from huggingface_hub.utils import filter_repo_objects
+
+    needed = [f"{sub}/{group[0]}" for sub, groups in PIPELINE_FILES.items() for group in groups]
+    variants = ["v1-5-pruned.ckpt", "unet/diffusion_pytorch_model.fp16.safetensors", "unet/x.bin"]
+    variants += ["text_encoder/model.fp16.safetensors", "unet/diffusion_pytorch_model.non_ema.bin"]
+    kept = list(filter_repo_objects(needed + variants, allow_patterns=list(HF_DOWNLOAD_INCLUDE)))
+    assert kept == needed
