@@ -24,6 +24,7 @@ from dragbench.weights import (  # noqa: F401  (MissingWeightsError: re-exported
     WeightFile,
     declares_weights,
     downloads_allowed,
+    hf_download_command,
     hub_cache_dir,
     is_hub_id,
     pipeline_requirements,
@@ -227,7 +228,7 @@ def _missing_weights_message(pretrained: str, local_files_only: bool, err: Excep
     how = (
         "check that the folder holds model_index.json and the unet/vae/text_encoder/tokenizer subfolders"
         if local
-        else f"download it once with `hf download {pretrained}`{source_note(pretrained)} (or point "
+        else f"download it once with `{hf_download_command(pretrained)}`{source_note(pretrained)} (or point "
         "`pretrained` at a local pipeline folder)"
     )
     offline = "" if downloads_allowed(local_files_only) else " (local_files_only/HF_HUB_OFFLINE: no download)"

@@ -163,6 +163,11 @@ def _hub_has(repo_id: str, filename: str, revision: str | None) -> bool:
     return isinstance(found, str)
 
 
+def hf_download_command(repo_id: str) -> str:
+    """The `hf download` command fetching what `load_pretrained` reads from `repo_id` (no variants)."""
+    return f"hf download {repo_id} " + " ".join(f"--include '{pattern}'" for pattern in HF_DOWNLOAD_INCLUDE)
+
+
 def pipeline_requirements(
     pretrained: str,
     role: str,
@@ -183,8 +188,7 @@ def pipeline_requirements(
     if is_hub_id(pretrained):
         repo_dir = hub_cache_dir() / f"models--{pretrained.replace('/', '--')}"
         auto = downloads_allowed(local_files_only) and pretrained not in WITHDRAWN_HUB_IDS
-        include = " ".join(f"--include '{pattern}'" for pattern in HF_DOWNLOAD_INCLUDE)
-        how = f"`hf download {pretrained} {include}`{source_note(pretrained)}; or set {{knob}}=<folder>"
+        how = f"`{hf_download_command(pretrained)}`{source_note(pretrained)}; or set {{knob}}=<folder>"
         for sub in subfolders:
             present = all(
                 any(_hub_has(pretrained, f"{sub}/{name}", revision) for name in group)
