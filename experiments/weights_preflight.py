@@ -149,16 +149,18 @@ def weights_table(overrides: Sequence[str], every_option: bool = False) -> tuple
     """Table lines of what the config composed from `overrides` needs, and whether it can all run now.
 
     Args:
-        overrides: Hydra overrides, as for `python -m experiments.run` (e.g. ["method=draggan"]).
+        overrides: Hydra overrides, as for `python -m experiments.run` (e.g. ["method=draggan"]); a sweep
+            ("method=draggan,dragdiffusion") lists what every job of it needs.
         every_option: also compose each option of `WEIGHT_GROUPS` (conf/<group>/*.yaml) on top of them.
 
     Returns:
         (the table plus a last line naming what is missing or saying all is there, nothing missing).
     """
-    variants = [list(overrides)]
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    variants = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]  # a,b sweeps
     if every_option:
         options = [(g, p.stem) for g in WEIGHT_GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
-        variants += [[*overrides, f"{group}={option}"] for group, option in options]
+        variants += [[*job, f"{group}={option}"] for job in variants[:1] for group, option in options]
     rows: dict[tuple[str, str], Requirement] = {}
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):

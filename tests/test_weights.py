@@ -203,7 +203,10 @@ def test_weights_cli_prints_the_table_for_the_default_config(no_weights, capsys)
     assert "needs no weight files" in capsys.readouterr().out
     assert cli.main(["weights", "--all"]) == 1
     out = capsys.readouterr().out
-    assert "stylegan2-ffhq-512x512.pkl" in out and "method=draggan" in out
+    assert "stylegan2-ffhq-512x512.pkl" in out and "method=draggan" in out and "model=sd15" in out
+    assert cli.main(["weights", "method=identity,draggan", "eval=tiny"]) == 1  # a sweep: every job's needs
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == ["method=draggan"] * 3
 
 
 @pytest.fixture
