@@ -20,7 +20,7 @@ from dragbench.backbone import resolve_device
 from experiments import CONF_DIR, REPO_ROOT, provenance
 from experiments.config_identity import ConfigMismatchError
 from experiments.job import job_failure, run_job
-from experiments.sweep_progress import job_progress
+from experiments.sweep_progress import job_progress, swept_values
 from experiments.weights_preflight import check_weights
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
             job_type=job_type,
             tags=list(cfg.tags),
             config=config,
+            sweep=swept_values(cfg),
         )
         if logger
         else contextlib.nullcontext()

@@ -12,7 +12,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -65,6 +67,22 @@ def job_label(job_overrides: list[str], swept: list[str]) -> str:
     """The job's values of the swept keys, e.g. "ablation=lora_steps_40" (all its overrides if none match)."""
     chosen = [o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
     return ",".join(chosen or job_overrides)
+
+
+def swept_values(cfg: DictConfig) -> dict[str, Any]:
+    """This job's value of every swept key, typed as YAML reads it: {"ablation": "lora_steps_40"}, {} outside
+    a multirun. W&B puts it in the run config (`sweep.<key>`), so its parallel coordinates need no parsing.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hydra_cfg = HydraConfig.get()
+    _, swept = _sweep(Path(hydra_cfg.sweep.dir) / MULTIRUN_YAML) or (None, [])
+    values = {}
+    for override in hydra_cfg.overrides.task:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in swept:
+            values[key.lstrip("+~")] = yaml.safe_load(value)
+    return values
 
 
 @contextlib.contextmanager

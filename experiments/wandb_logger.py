@@ -1,7 +1,11 @@
 """Weights & Biases tracking: one run per job, offline by default (DESIGN.md "Command line", `logger=wandb`).
 
 Keys use `/` groups (STYLE.md): `md/all`, `md/<category>`, `if/all`, `if/<category>`, `time/<stage>`.
-The per-sample table shows the original with the drag drawn and the edited image with the final points.
+The per-sample table (`samples`) shows the original with the drag drawn (handles -> targets, mask tinted) and
+the edited image with the final points, MD, IF and status. Sweep jobs share a W&B group (the sweep) and carry
+their swept values under `sweep.<key>` in the run config, so W&B's parallel coordinates need no parsing.
+The table's images are staged inside the job dir (`wandb/data/`), not in the user's home, so the job dir
+holds everything `wandb sync` uploads.
 """
 
 from __future__ import annotations
@@ -35,14 +39,30 @@ TABLE_COLUMNS = [
     "edited",
     "mean_distance",
     "image_fidelity",
+    "n_pairs",
     "seconds",
     "error",
 ]
+DATA_DIR_ENV = "WANDB_DATA_DIR"  # where W&B stages artifact files (the table's images) until they are synced
+JOB_DATA_DIR = "data"  # <job>/wandb/data unless the user set WANDB_DATA_DIR
 
 
 def weights_tag(weights: str) -> str:
     """W&B tag for a weights label: "weights:real", or "weights:random (not comparable)"."""
     return f"weights:{weights}" if weights == "real" else f"weights:{weights} (not comparable)"
+
+
+@contextlib.contextmanager
+def _staged_in(data_dir: Path) -> Iterator[None]:
+    """W&B's data dir (artifact staging) = `data_dir` for the block, unless the user chose one."""
+    if DATA_DIR_ENV in os.environ:
+        yield
+        return
+    os.environ[DATA_DIR_ENV] = str(data_dir)
+    try:
+        yield
+    finally:
+        del os.environ[DATA_DIR_ENV]
 
 
 class WandbLogger:
@@ -67,7 +87,15 @@ class WandbLogger:
 
     @contextlib.contextmanager
     def session(
-        self, *, run_dir: Path, name: str, group: str | None, job_type: str, tags: list[str], config: dict
+        self,
+        *,
+        run_dir: Path,
+        name: str,
+        group: str | None,
+        job_type: str,
+        tags: list[str],
+        config: dict,
+        sweep: dict[str, Any] | None = None,
     ) -> Iterator[WandbLogger]:
         """Open the run for the duration of a job; closed (with the exit code) even if the job raises.
 
@@ -78,6 +106,7 @@ class WandbLogger:
             job_type: the method's class name.
             tags: config tags (the weights label is added when the summary is known).
             config: resolved config.
+            sweep: this job's swept values (e.g. {"ablation": "lora_steps_40"}), logged as `sweep.<key>`.
         """
         import wandb  # heavy; only imported when W&B is on
 
@@ -94,7 +123,7 @@ class WandbLogger:
             group=group,
             job_type=job_type,
             tags=tags,
-            config=config,
+            config={**config, "sweep": dict(sweep)} if sweep else config,
             reinit="create_new",
         ) as run:
             self.run = run
@@ -103,7 +132,8 @@ class WandbLogger:
                 yield self
             finally:
                 if self._table_rows:
-                    run.log({"samples": wandb.Table(columns=TABLE_COLUMNS, data=self._table_rows)})
+                    with _staged_in(run_dir / "wandb" / JOB_DATA_DIR):
+                        run.log({"samples": wandb.Table(columns=TABLE_COLUMNS, data=self._table_rows)})
                 self.run, self._table_rows = None, []
 
     def log_sample(self, sample: DragSample, result: EditResult | None, row: dict) -> None:
@@ -137,6 +167,7 @@ class WandbLogger:
                 edited,
                 row.get("mean_distance"),
                 row.get("image_fidelity"),
+                row.get("n_pairs"),
                 row.get("seconds"),
                 row.get("error", ""),
             ]
