@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import _locate
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -38,6 +39,8 @@ Requirement = tuple[str, WeightFile]  # (config label, e.g. "model=sd15", what i
 def _label(cfg: DictConfig, group: str) -> str:
     """ "model=sd15" when Hydra recorded which option of `group` was chosen, else the node name."""
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+    if choices is None and HydraConfig.initialized():  # inside the app, `cfg` comes without its hydra node
+        choices = HydraConfig.get().runtime.choices
     choice = choices.get(group) if choices is not None else None
     return f"{group}={choice}" if choice else group
 

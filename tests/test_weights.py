@@ -263,6 +263,7 @@ def test_every_config_with_real_weights_stops_before_its_first_sample(app, no_we
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "\n" not in errors[0], errors
     assert all(row.file in errors[0] and row.location in errors[0] for _, row in rows)
+    assert errors[0].startswith(f"missing weights — {rows[0][0]}: ") and "=" in rows[0][0]  # e.g. model=sd15
     assert "get it:" in errors[0] and all(r.exc_info is None for r in caplog.records)  # no traceback
     assert not any("Instantiating" in r.getMessage() for r in caplog.records)  # nothing built
     assert not list((no_weights / "logs").rglob("results.csv"))
