@@ -88,3 +88,14 @@ def test_offline_preset_with_limit_runs_exactly_that_many_samples(make_cfg):
     rows = (Path(cfg.paths.output_dir) / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 2
     assert rows[1].startswith("toy/scene_0000") and rows[2].startswith("toy/scene_0001")
+
+
+@pytest.mark.slow  # a fresh interpreter + Hydra + the toy model: ~25 s of CPU
+def test_cli_offline_preset_with_limit_2_piped_shows_sample_progress(cli, tmp_path):
+    """The issue's command through the real CLI, output captured (a pipe): 2 samples, a line for each."""
+    proc = cli("preset=offline", "dataset=toy", "dataset.limit=2", "method=identity", "eval=fast")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "sample 1/2 toy/scene_0000" in out and "sample 2/2 toy/scene_0001" in out
+    (results,) = (tmp_path / "logs").glob("run/runs/*/results.csv")
+    assert len(results.read_text().splitlines()) == 1 + 2
