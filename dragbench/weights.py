@@ -59,7 +59,7 @@ PIPELINE_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
         ("config.json",),
         ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"),
     ),
-    "tokenizer": (("vocab.json",), ("merges.txt",)),
+    "tokenizer": (("vocab.json", "tokenizer.json"), ("merges.txt", "tokenizer.json")),  # slow or fast files
 }
 # What `hf download` must fetch for `load_pretrained` (configs, tokenizer files, safetensors weights), not the
 # whole repo (SD-1.5's also holds many GB of .ckpt / .bin / fp16 / non-EMA variants).

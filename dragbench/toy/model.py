@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dragbench.backbone import SD15_UNET_TOPOLOGY, SD15_VAE_TOPOLOGY, Backbone, load_pretrained
+from dragbench.weights import WeightFile, declares_weights, pipeline_requirements
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 IMAGE_SIZE = 64  # toy scenes are 64x64 (the probe: 64 px + factor-4 VAE beat 128 px + factor 8)
@@ -47,6 +48,13 @@ TOY_TEXT_CONFIG = dict(
 )
 
 
+def toy_requirements(weights_dir: str | None = None) -> list[WeightFile]:
+    """The pipeline folder `load_toy_backbone` reads (committed: present in every clone)."""
+    folder = str(weights_dir) if weights_dir is not None else str(WEIGHTS_DIR)
+    return pipeline_requirements(folder, "toy model", local_files_only=True)
+
+
+@declares_weights(toy_requirements)
 def load_toy_backbone(
     device: str = "auto", dtype: str = "float32", weights_dir: str | None = None
 ) -> Backbone:
