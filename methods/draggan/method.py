@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dragbench.backbone import resolve_device
+from dragbench.progress import track
 from dragbench.sample import DragSample, rc_to_xy, xy_to_rc
 from dragbench.weights import STYLEGAN2_URLS, WeightFile, downloads_allowed, url_file_requirement
 from methods.base import EditResult
@@ -146,22 +147,29 @@ class DragGAN:
 
     @staticmethod
     def weight_requirements(
-        checkpoints: dict[str, str], routing: dict[str, str | None], inversion_loss: str, lpips_net: str
+        checkpoints: dict[str, str],
+        routing: dict[str, str | None],
+        inversion_loss: str,
+        lpips_net: str,
+        dataset_categories: list[str] | None = None,
     ) -> list[WeightFile]:
         """Files this configuration reads, without loading them.
 
-        Every routed checkpoint that is not "random" (never downloaded by the harness), and the torchvision
-        LPIPS trunk when `inversion_loss="lpips"` (downloaded on first use unless HF_HUB_OFFLINE).
+        Every checkpoint a category routes to that is not "random" (never downloaded by the harness; only the
+        routes of `dataset_categories` when the job's dataset names them), and the torchvision LPIPS trunk
+        when `inversion_loss="lpips"` (downloaded on first use unless HF_HUB_OFFLINE).
         """
         rows = []
-        routed = {n for n in routing.values() if checkpoints.get(n) not in (None, RANDOM_WEIGHTS)}
-        for name in sorted(routed):
+        cats = dataset_categories
+        names = routing.values() if cats is None else [route(c, routing) for c in cats]
+        for name in sorted({n for n in names if checkpoints.get(n) not in (None, RANDOM_WEIGHTS)}):
             path = Path(checkpoints[name])
             url = STYLEGAN2_URLS.get(path.name, "")
+            categories = ", ".join(sorted(c for c, n in routing.items() if n == name))
             how = f"put the StyleGAN2 checkpoint at {path} (or set {{knob}})"
             if url:
                 how = f"`wget -P {path.parent} {url}` (DragGAN's download_model.sh) or set {{knob}}"
-            categories = ", ".join(sorted(c for c, n in routing.items() if n == name))
+            how += f"; or leave {categories} out (dataset.categories, or method.routing.<category>=null)"
             what = f"StyleGAN2 {name!r} (for {categories})"
             rows.append(url_file_requirement(what, path, url, False, how, f"checkpoints.{name}"))
         if inversion_loss == "lpips" and lpips_net in LPIPS_TRUNK_FILES:
@@ -231,7 +239,7 @@ class DragGAN:
         handles = handles_rc.round().long()
         ref = feats0[0, :, handles[:, 0], handles[:, 1]].t().clone()  # (N, C)
         iterations, reached = 0, False
-        while True:
+        for _ in track(range(self.max_iters + 1), "drag iteration"):  # the last pass only tracks and stops
             ws = torch.cat([w_opt, ws0[:, k:]], dim=1)  # (1, num_ws, w_dim)
             img, feats = self.features(g, ws, noises)
             with torch.no_grad():

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dragbench.progress import track
 from dragbench.weights import ALEXNET_URL, VGG16_URL, MissingWeightsError, fetch_url_file
 from methods.draggan.stylegan2 import Generator
 
@@ -167,7 +168,7 @@ def project(
     params = [w_opt] + ([n.requires_grad_(True) for n in noises] if optimize_noise else [])
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
     losses = []
-    for step in range(steps):
+    for step in track(range(steps), "GAN projection step", unit="step"):
         t = step / steps
         for group in opt.param_groups:
             group["lr"] = lr * lr_schedule(t, lr_rampdown, lr_rampup)
@@ -200,7 +201,7 @@ def pivotal_tuning(
     tuned = copy.deepcopy(g).train(False).requires_grad_(True)
     opt = torch.optim.Adam(tuned.parameters(), lr=lr)
     losses = []
-    for _ in range(steps):
+    for _ in track(range(steps), "PTI step", unit="step"):
         img, _ = tuned.synthesis(projection.ws, noises=projection.noises)
         loss = loss_fn(img, target)
         opt.zero_grad(set_to_none=True)
