@@ -120,16 +120,24 @@ def declares_weights(requirements: Callable[..., list[WeightFile]]) -> Callable[
     return mark
 
 
-def requirements_of(target: Callable, kwargs: dict[str, Any]) -> list[WeightFile]:
+def requirements_of(
+    target: Callable, kwargs: dict[str, Any], context: dict[str, Any] | None = None
+) -> list[WeightFile]:
     """The `WeightFile`s a `_target_` needs when built with `kwargs`; [] if it declares none.
 
-    Only the keyword arguments the requirements function names are passed, so it may take a subset.
+    Args:
+        target: the class or factory a config node names.
+        kwargs: its keyword arguments from that node.
+        context: facts about the job beyond the node (e.g. "dataset_categories": the categories it runs).
+
+    Only the arguments the requirements function names are passed, so it may take a subset.
     """
     requirements = getattr(target, "weight_requirements", None)
     if requirements is None:
         return []
     params = inspect.signature(requirements).parameters
-    return list(requirements(**{k: v for k, v in kwargs.items() if k in params}))
+    given = {**kwargs, **(context or {})}
+    return list(requirements(**{k: v for k, v in given.items() if k in params}))
 
 
 def source_note(source: str) -> str:

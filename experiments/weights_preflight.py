@@ -45,6 +45,12 @@ def _label(cfg: DictConfig, group: str) -> str:
     return f"{group}={choice}" if choice else group
 
 
+def _context(cfg: DictConfig) -> dict[str, Any]:
+    """Job facts a requirement may depend on: the categories the dataset is limited to (None = all)."""
+    categories = OmegaConf.select(cfg, "dataset.categories", default=None)
+    return {"dataset_categories": None if categories is None else list(categories)}
+
+
 def _walk(cfg: DictConfig, path: str, label: str) -> Iterator[Requirement]:
     """Requirements of the `_target_` node at `path` and of every `_target_` node below it.
 
@@ -60,7 +66,7 @@ def _walk(cfg: DictConfig, path: str, label: str) -> Iterator[Requirement]:
         except ImportError:  # not importable: instantiating it right after reports that, naming the key
             target = None
         kwargs = OmegaConf.to_container(node, resolve=True)
-        for row in requirements_of(target, kwargs) if target is not None else []:
+        for row in requirements_of(target, kwargs, _context(cfg)) if target is not None else []:
             yield label, replace(row, knob=f"{path}.{row.knob}" if row.knob else path)
     for key in node:
         child = node._get_node(key)

@@ -153,6 +153,8 @@ def test_draggan_lists_routed_checkpoints_and_its_lpips_trunk(tmp_path, monkeypa
     assert rows[0].source == STYLEGAN2_URLS["stylegan2-afhqcat-512x512.pkl"]
     assert rows[0].source.startswith("https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/")
     assert "for animals" in rows[0].what and not any(r.auto_download for r in rows)
+    only_heads = DragGAN.weight_requirements(checkpoints, routing, "lpips", "alex", ["human_head", "land"])
+    assert [r.file for r in only_heads] == ["stylegan2-ffhq-512x512.pkl", ALEXNET]  # the job's categories
     mse_rows = DragGAN.weight_requirements(checkpoints, routing, "mse", "alex")
     assert [r.file for r in mse_rows] == [r.file for r in rows[:2]]  # no LPIPS trunk without LPIPS
 
@@ -186,7 +188,9 @@ def test_default_config_preflight_names_every_missing_weight(no_weights):
     assert "\n" not in msg and SD15_HUB_ID in msg and SD21_HUB_ID in msg and ALEXNET in msg
     assert "UNOFFICIAL" in msg and "model.pretrained=" in msg and "eval.pretrained=" in msg
     check_weights(_compose(OFFLINE))  # toy / tiny weights: nothing to check
+    heads = _compose(["logger=none", "method=draggan", "eval=tiny", "dataset.categories=[human_head]"])
     GlobalHydra.instance().clear()
+    assert [row.file for _, row in config_requirements(heads)] == ["stylegan2-ffhq-512x512.pkl", ALEXNET]
 
 
 def test_weights_cli_prints_the_table_for_the_default_config(no_weights, capsys):
