@@ -99,7 +99,8 @@ class Evaluator:
         if self.cache is None or key_parts is None:
             return compute()["features"]
         inputs = dict(key_parts, image=sample.image, prompt=sample.prompt)
-        return self.cache.get_or_compute(FEATURE_CACHE_NAMESPACE, inputs, compute)["features"]
+        producers = (type(self.featurizer).__module__,)  # the featurizer's code computes the entry
+        return self.cache.get_or_compute(FEATURE_CACHE_NAMESPACE, inputs, compute, producers)["features"]
 
     def score(self, sample: DragSample, edited: np.ndarray) -> SampleScore:
         """Score one edit.

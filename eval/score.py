@@ -21,7 +21,7 @@ from PIL import Image
 
 from dragbench import load_bench
 from dragbench.backbone import MissingWeightsError
-from eval.aggregate import summarize
+from eval.aggregate import md_scale, summarize
 from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator, toy_evaluator
 from eval.mean_distance import MD_VARIANTS
 
@@ -77,7 +77,9 @@ def score_folder(
     sample_rows, pair_rows, missing = [], [], []
     for sample in load_bench(bench_root):
         row = dict(sample_id=sample.sample_id, category=sample.category, status="ok", error="",
-                   image_fidelity=np.nan, mean_distance=np.nan, n_pairs=sample.n_pairs, resized_from="")
+                   image_fidelity=np.nan, mean_distance=np.nan, n_pairs=sample.n_pairs, resized_from="",
+                   eval_width=sample.width, eval_height=sample.height,
+                   md_scale=md_scale(evaluator.variant, sample.width))  # the unit MD is measured in
         path = edits_dir / sample.sample_id / EDIT_FILE
         if not path.is_file():
             missing.append(sample.sample_id)
@@ -109,6 +111,7 @@ def _format(summary: dict) -> str:
     md, fid = summary["mean_distance"], summary["image_fidelity"]
     lines = [
         f"MD  {md:.2f}  (95% CI {md_lo:.2f}–{md_hi:.2f}; variant={summary['md_variant']}, "
+        f"unit={summary['md_scale']}, "
         f"{summary['n_pairs']} pairs)",
         f"IF  {fid:.4f}  (95% CI {if_lo:.4f}–{if_hi:.4f}; {summary['n_samples']} samples)",
         f"weights={summary['weights']}  metric_version={summary['metric_version']}"

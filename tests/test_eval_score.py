@@ -61,6 +61,7 @@ def test_identity_edits_of_real_samples(tmp_path, exact_evaluator):
     assert summary["mean_distance"] == pytest.approx(expected.mean())  # MD over all pairs
     assert summary["image_fidelity"] == 1.0 and summary["weights"] == "random"
     assert summary["metric_version"] == exact_evaluator.metric_version == "1"
+    assert summary["md_scale"] == "px@512w" and set(samples_df["eval_width"]) == {512}  # DragBench: 512 wide
 
 
 def test_edit_of_other_size_resized_and_recorded(exact_evaluator):
@@ -81,6 +82,7 @@ def test_cli_tiny_on_synthetic_bench(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "IF  1.0000" in out and "weights=random" in out and "NOT comparable" in out
+    assert "unit=px@64w" in out  # the pixel scale MD is measured in
     assert f"missing edits: 1: {ids[1]}" in out
     for name in ("scores_samples.csv", "scores_pairs.csv", "scores_metrics.json"):
         assert (tmp_path / "out" / name).is_file()

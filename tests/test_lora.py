@@ -44,7 +44,7 @@ class DictCache:
         self.store: dict[str, dict[str, torch.Tensor]] = {}
         self.calls: list[tuple[str, int]] = []
 
-    def get_or_compute(self, namespace, inputs, compute):
+    def get_or_compute(self, namespace, inputs, compute, producers=None):
         key = json.dumps([namespace, inputs], sort_keys=True)
         hit = key in self.store
         self.calls.append(("hit" if hit else "miss", inputs["step"]))

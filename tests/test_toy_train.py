@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -72,6 +73,24 @@ def test_resume_continues_and_assembled_pipeline_loads_offline(trained):
     for k, v in bb.unet.state_dict().items():
         torch.testing.assert_close(v, ema[k])
     assert bb.encode_prompt("red disc").shape == (1, 77, 16)
+
+
+class _Payload:
+    """A pickled object a checkpoint must never instantiate on load."""
+
+    def __reduce__(self):
+        return (print, ("code ran while loading a checkpoint",))
+
+
+def test_resume_loads_only_tensors_and_plain_containers(trained, tmp_path):
+    cfg, root, _ = trained
+    blob = torch.load(root / "ckpt" / "state.pt", weights_only=True)  # the real checkpoint is plain data
+    assert blob["state"]["phase"] == "done" and isinstance(blob["gen"], torch.Tensor)
+    (tmp_path / "ckpt").mkdir()
+    torch.save({**blob, "state": _Payload()}, tmp_path / "ckpt" / "state.pt")
+    trainer = Trainer(TrainConfig(**{**cfg.__dict__, "ckpt": str(tmp_path / "ckpt")}))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        trainer.resume()
 
 
 def test_token_ids_equal_the_tokenizer():

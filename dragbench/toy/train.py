@@ -276,7 +276,9 @@ class Trainer:
         path = Path(self.cfg.ckpt) / "state.pt" if self.cfg.ckpt else None
         if path is None or not path.exists():
             return
-        blob = torch.load(path, map_location=self.device, weights_only=False)
+        # weights_only: the checkpoint holds only tensors and plain containers (state dicts, the RNG state,
+        # numbers, the config), so nothing in it is ever executed on load.
+        blob = torch.load(path, map_location=self.device, weights_only=True)
         for k, m in self._modules().items():
             m.load_state_dict(blob[k])
         self.state = blob["state"]

@@ -53,6 +53,7 @@ ADAMW_WEIGHT_DECAY = 1e-2  # SPEC §2
 ADAMW_EPS = 1e-8  # SPEC §2
 CACHE_NAMESPACE = "lora"
 RESUME_NAMESPACE = "lora_resume"  # optimiser + generator state at the end of each training run
+CACHE_PRODUCERS = (__name__,)  # this trainer's source (+ the harness modules it imports) keys both namespaces
 
 # Process-wide count of LoRA optimiser steps ("optimizer_steps") and training runs ("trainings"), so
 # performance tests can assert that a repeated sweep point trained nothing.
@@ -63,7 +64,11 @@ class SnapshotCache(Protocol):
     """What the trainer needs from `dragbench.cache.Cache`."""
 
     def get_or_compute(
-        self, namespace: str, inputs: dict, compute: Callable[[], dict[str, Tensor]]
+        self,
+        namespace: str,
+        inputs: dict,
+        compute: Callable[[], dict[str, Tensor]],
+        producers: tuple[str, ...] | None = None,
     ) -> dict[str, Tensor]: ...
 
 
@@ -246,7 +251,8 @@ class LoraTrainer:
         # One inter-process lock per (sample, model, hyper-parameters), whatever the step counts: concurrent
         # sweep jobs of one sample wait for the first training, then hit its snapshots or resume from it.
         lock = getattr(self.cache, "lock", None)
-        with lock(CACHE_NAMESPACE, base) if lock is not None else contextlib.nullcontext():
+        locked = lock(CACHE_NAMESPACE, base, producers=CACHE_PRODUCERS) if lock is not None else None
+        with locked or contextlib.nullcontext():
             for step in reversed(wanted):  # the first miss is the largest one: train to it, once
 
                 def compute(step: int = step) -> LoraStateDict:
@@ -255,7 +261,9 @@ class LoraTrainer:
                         trained.update(self._train(backbone, image, prompt, below, size, base))
                     return trained[step]
 
-                out[step] = self.cache.get_or_compute(CACHE_NAMESPACE, {**base, "step": step}, compute)
+                out[step] = self.cache.get_or_compute(
+                    CACHE_NAMESPACE, {**base, "step": step}, compute, producers=CACHE_PRODUCERS
+                )
         return {s: out[s] for s in wanted}
 
     def _precision(self, backbone: Backbone) -> StagePrecision:
@@ -331,7 +339,7 @@ class LoraTrainer:
             self.losses = torch.stack(losses).tolist() if losses else []
             if base is not None and _can_resume(self.cache) and last > 0:
                 state = _training_state(params, optimizer, generator, scaler)
-                self.cache.put(RESUME_NAMESPACE, {**base, "step": last}, state)
+                self.cache.put(RESUME_NAMESPACE, {**base, "step": last}, state, producers=CACHE_PRODUCERS)
         return snaps
 
     def _draw_batch(
@@ -352,13 +360,13 @@ class LoraTrainer:
         if base is None or not _can_resume(self.cache):
             return None
         target = snapshot_steps[-1]
-        lacking = [
-            s
-            for s in snapshot_steps[:-1]
-            if s > 0 and self.cache.get(CACHE_NAMESPACE, {**base, "step": s}) is None
-        ]
+
+        def cached(step: int) -> dict[str, Tensor] | None:
+            return self.cache.get(CACHE_NAMESPACE, {**base, "step": step}, producers=CACHE_PRODUCERS)
+
+        lacking = [s for s in snapshot_steps[:-1] if s > 0 and cached(s) is None]
         for step in range(min([*lacking, target]), 0, -1):
-            state = self.cache.get(RESUME_NAMESPACE, {**base, "step": step})
+            state = self.cache.get(RESUME_NAMESPACE, {**base, "step": step}, producers=CACHE_PRODUCERS)
             if state is not None:
                 log.info("LoRA: resuming from the cached state at step %d of %d", step, target)
                 return step, state

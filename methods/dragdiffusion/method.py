@@ -359,7 +359,9 @@ class DragDiffusion:
         }
         if self.precision_plan.inversion.autocast is not None:  # keys without autocast stay as they were
             inputs["autocast"] = str(self.precision_plan.inversion.autocast)
-        return self.cache.get_or_compute("inversion", inputs, compute)["latent"].to(bb.device)
+        # producers: this module (encoding + the attention choice) and, through its imports, ddim_inversion
+        entry = self.cache.get_or_compute("inversion", inputs, compute, producers=(__name__,))
+        return entry["latent"].to(bb.device)
 
     def _drag(
         self,
