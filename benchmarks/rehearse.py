@@ -118,12 +118,13 @@ def run_job(job: Job, runs: Path) -> tuple[Path, subprocess.CompletedProcess, fl
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **job.env}
     shown = " ".join(f"{k}={v}" for k, v in job.env.items())
     print(f"\n$ {shown} python -m experiments.run {' '.join(job.overrides)}", flush=True)
+    out_path, err_path = runs / f"{job.name}.stdout.txt", runs / f"{job.name}.stderr.txt"
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    with out_path.open("w") as out, err_path.open("w") as err:  # streamed: follow a long job with tail -f
+        returncode = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=out, stderr=err).returncode
     wall = time.perf_counter() - start
-    (runs / f"{job.name}.stdout.txt").write_text(proc.stdout)
-    (runs / f"{job.name}.stderr.txt").write_text(proc.stderr)
-    print(f"  exit {proc.returncode} after {wall:.0f} s (output in {runs}/{job.name}.std*.txt)", flush=True)
+    proc = subprocess.CompletedProcess(argv, returncode, out_path.read_text(), err_path.read_text())
+    print(f"  exit {returncode} after {wall:.0f} s (output: {out_path}, .stderr.txt)", flush=True)
     return job_dir, proc, wall
 
 

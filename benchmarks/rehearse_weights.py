@@ -35,7 +35,7 @@ from methods.draggan.stylegan2 import build_generator
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1  # bump when any config or layout below changes (built folders are then rebuilt)
+RECIPE_VERSION = 2  # bump when any config or layout below changes (built folders are then rebuilt)
 STAMP = ".rehearsal.json"  # written last into each built folder: {recipe_version, seed}
 CLIP_VOCAB_SIZE = (
     49408  # openai/clip-vit-large-patch14 and OpenCLIP-H: 256 bytes x2 + 48894 merges + 2 specials
@@ -138,19 +138,19 @@ FEATURE_EXTRACTOR = {  # feature_extractor/preprocessor_config.json of both pipe
     "resample": 3,
     "size": 224,
 }
-# StyleGAN2 at 512 px as in NVIDIA's pickles DragGAN downloads (stylegan3 repo `--cfg=stylegan2`: flat
-# synthesis kwargs).
+# StyleGAN2 at 512 px as the stylegan3 repo's `--cfg=stylegan2` pickles carry it (DragGAN's layout: flat
+# synthesis kwargs, `fused_modconv_default`, no conv_clamp / num_fp16_res, so the class defaults 256 / 4
+# apply); recorded from NVIDIA's code in tests/data/stylegan2_official/ffhq512_sg3.json.
 STYLEGAN2_512_KWARGS = dict(
     z_dim=512,
-    c_dim=0,
     w_dim=512,
-    img_resolution=512,
-    img_channels=3,
     mapping_kwargs={"num_layers": 8},
     channel_base=32768,
     channel_max=512,
-    num_fp16_res=4,
-    conv_clamp=256,
+    fused_modconv_default="inference_only",
+    c_dim=0,
+    img_resolution=512,
+    img_channels=3,
 )
 DRAGGAN_PICKLES = ("stylegan2-ffhq-512x512.pkl", "stylegan2-afhqcat-512x512.pkl")  # conf/method/draggan.yaml
 
