@@ -24,6 +24,7 @@ RESULT_NEUTRAL_KEYS = (
 # Keys dropped wherever they appear (the cache node is interpolated into method.cache and eval.cache).
 RESULT_NEUTRAL_ANYWHERE = (
     "cache",  # cache location and on/off: a cached entry is bit-identical to a recomputed one (cache.py)
+    "local_files_only",  # whether weights may be downloaded, not which (a missing one fails the job instead)
 )
 # Dotted keys that only change what is computed *once* for several jobs, not any job's numbers.
 RESULT_NEUTRAL_PATHS = (

@@ -31,11 +31,13 @@ LABEL_COLUMNS = ("md_scale", "method_weights", "eval_weights", "weights", "metri
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.exists():
-        return {}
-    overrides = yaml.safe_load(path.read_text()) or []
-    return dict(item.lstrip("+~").split("=", 1) for item in overrides if "=" in item)
+    """The overrides of the run whose results the job dir holds: metrics.json's, else .hydra/overrides.yaml
+    (Hydra rewrites the latter at the start of every run, even one the job dir then refuses)."""
+    metrics_path, hydra_path = job_dir / METRICS_JSON, job_dir / ".hydra" / "overrides.yaml"
+    overrides = json.loads(metrics_path.read_text()).get("overrides") if metrics_path.exists() else None
+    if overrides is None and hydra_path.exists():
+        overrides = yaml.safe_load(hydra_path.read_text())
+    return dict(item.lstrip("+~").split("=", 1) for item in overrides or [] if "=" in item)
 
 
 def _job_knobs(job_dir: Path, knobs: list[str]) -> dict[str, Any]:

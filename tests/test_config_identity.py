@@ -10,6 +10,7 @@ import pytest
 
 from experiments.config_identity import ConfigMismatchError, config_diff, config_hash
 from experiments.run import run_from_config
+from experiments.sweep_callback import collect_sweep
 
 CONFIG = {
     "seed": 42,
@@ -21,6 +22,7 @@ CONFIG = {
     "cache": {"root": "/x/cache"},
     "method": {"lora_steps": 80, "cache": {"root": "/x/cache"}, "lora_plan_steps": [0, 80]},
     "eval": {"variant": "standard", "cache": {"root": "/x/cache"}},
+    "model": {"pretrained": "sd15", "local_files_only": False},
 }
 
 
@@ -48,9 +50,15 @@ def test_hash_ignores_only_the_result_neutral_keys():
         _changed(method__cache={"root": "/y"}),
         _changed(eval__cache=None),
         _changed(method__lora_plan_steps=None),
+        _changed(model__local_files_only=True),
     ):
         assert config_hash(neutral) == base
-    for relevant in (_changed(seed=1), _changed(method__lora_steps=40), _changed(eval__variant="normalised")):
+    for relevant in (
+        _changed(seed=1),
+        _changed(method__lora_steps=40),
+        _changed(eval__variant="normalised"),
+        _changed(model__pretrained="sd21"),
+    ):
         assert config_hash(relevant) != base
     assert config_diff(CONFIG, _changed(seed=1, method__lora_steps=40, tags=["b"])) == [
         "method.lora_steps 80 -> 40",
@@ -109,3 +117,7 @@ def test_cli_rerun_with_another_knob_exits_1_with_one_line(run_app, tmp_path, ca
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "method.unet_block 3 -> 2" in errors[0]
     assert _snapshot(job) == before
+    # Hydra rewrote .hydra/overrides.yaml for the refused run; the summary reads the results' own overrides
+    assert "method.unet_block=2" in (job / ".hydra/overrides.yaml").read_text()
+    collected = collect_sweep(tmp_path)
+    assert list(collected["job"]) == ["job"] and "override:method.unet_block" not in collected
