@@ -30,6 +30,7 @@ MODES = ("auto", "bar", "log", "off")
 MIN_INTERVAL_S = 10.0  # log mode: at most one line per this many seconds from inner loops
 HEARTBEAT_S = 30.0  # log mode: a line at least this often while any tracker is active
 _HEARTBEAT_POLL_S = 1.0  # how often the heartbeat thread looks at the clock
+HEARTBEAT_DUE_S = HEARTBEAT_S - _HEARTBEAT_POLL_S  # this early, so gaps stay <= HEARTBEAT_S between polls
 Clock = Callable[[], float]
 
 
@@ -126,13 +127,13 @@ def get_mode() -> str:
 
 
 def heartbeat(now: float | None = None) -> bool:
-    """Log the current chain if trackers are active and no line came for HEARTBEAT_S; True if it logged.
+    """Log the current chain if trackers are active and no line came for HEARTBEAT_DUE_S; True if it logged.
 
     Called every second by the heartbeat thread (log mode); tests call it with a fake time.
     """
     with _STATE.lock:
         now = _STATE.clock() if now is None else now
-        if not _STATE.frames or now - _STATE.last_line < HEARTBEAT_S:
+        if not _STATE.frames or now - _STATE.last_line < HEARTBEAT_DUE_S:
             return False
         innermost = _STATE.frames[-1]
         _STATE.emit(

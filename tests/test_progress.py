@@ -66,9 +66,9 @@ def test_heartbeat_logs_the_whole_chain_when_nothing_came_for_30_s(clock, caplog
     with stage("job", "ablation=lora_steps_40", position=2, total=14):
         for _ in track(["toy/scene_0000", "toy/scene_0001"], "sample", label=str, initial=1, min_interval=0):
             assert heartbeat() is False  # the sample line just came
-            clock.now += HEARTBEAT_S - 1
+            clock.now += HEARTBEAT_S - 2
             assert heartbeat() is False
-            clock.now += 1
+            clock.now += 1  # due one poll (1 s) early, so that gaps stay <= 30 s between polls
             assert heartbeat() is True
             assert heartbeat() is False  # the heartbeat itself counts as a line
             for _ in track(range(50), "LoRA step", unit="step"):
@@ -77,9 +77,9 @@ def test_heartbeat_logs_the_whole_chain_when_nothing_came_for_30_s(clock, caplog
     assert out[0] == "job 3/14 ablation=lora_steps_40: started"
     assert out[1] == "job 3/14 ablation=lora_steps_40 | sample 2/3 toy/scene_0000"
     assert out[2] == (
-        "job 3/14 ablation=lora_steps_40 | sample 2/3 toy/scene_0000 (still running: 0:00:30 in sample)"
+        "job 3/14 ablation=lora_steps_40 | sample 2/3 toy/scene_0000 (still running: 0:00:29 in sample)"
     )
-    assert out[-1] == "job 3/14 ablation=lora_steps_40: finished in 0:01:50"
+    assert out[-1] == "job 3/14 ablation=lora_steps_40: finished in 0:01:48"  # 2 x (29 + 25) s
     assert heartbeat() is False  # nothing active: no line
     assert any(
         line.startswith("job 3/14 ablation=lora_steps_40 | sample 2/3 toy/scene_0000 | LoRA step")
