@@ -90,3 +90,22 @@ def test_rejects_unknown_status_and_missing_columns():
         summarize(samples, pairs)
     with pytest.raises(ValueError, match="lacks columns"):
         summarize(samples.drop(columns="image_fidelity"), pairs)
+
+
+def test_counts_and_md_unit_beside_the_headline():
+    from eval.aggregate import md_scale
+
+    assert md_scale("standard", 512) == "px@512w" and md_scale("masked", 256) == "px@256w"
+    assert md_scale("normalised", 512) == md_scale("normalised", 256) == "pct_of_max_side"
+    samples, pairs = tables(
+        [("a/1", "a", "ok", 0.9), ("a/2", "a", "failed", np.nan), ("b/1", "b", "unsupported", np.nan)],
+        [("a/1", "a", 4.0)],
+    )
+    samples = samples.assign(md_scale=["px@512w", "px@512w", "px@256w"], eval_width=[512, 512, 256],
+                             eval_height=[512, 768, 256])
+    out = summarize(samples, pairs, n_boot=50)
+    counts = (out["n_ok"], out["n_failed"], out["n_unsupported"], out["n_skipped"], out["n_total"])
+    assert counts == (1, 1, 1, 0, 3) and out["n_samples"] == out["n_ok"]
+    assert out["md_scale"] == "px@256w+px@512w"  # mixed units are named, never averaged silently
+    assert out["eval_sizes"] == ["256x256", "512x512", "512x768"]
+    assert out["per_category"]["a"]["md_scale"] == "px@512w" and out["per_category"]["a"]["n_total"] == 2

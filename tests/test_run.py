@@ -252,3 +252,16 @@ def test_counts_and_md_scale_sit_next_to_every_headline_number(make_cfg, tiny_sa
     normalised = run_from_config(make_cfg("method=identity", "eval=fast", "eval.variant=normalised",
                                           root=tmp_path / "normalised"))
     assert normalised["md_scale"] == "pct_of_max_side"
+
+
+def test_multirun_with_an_all_failed_job_writes_the_summary_then_exits_1(run_app, tmp_path, tiny_samples):
+    sweep, first = tmp_path / "sweep", tiny_samples[0].sample_id
+    ids = ",".join(s.sample_id for s in tiny_samples)
+    with pytest.raises(SystemExit) as exit_info:  # job 0 loses one sample, job 1 loses all
+        run_app("-m", "method=identity", "method._target_=harness_fakes.FailOn", "eval=fast",
+                f"+method.raise_on=[{first}],[{ids}]", f"hydra.sweep.dir={sweep}")
+    assert exit_info.value.code == 1
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["job_status"]) == ["ok", "all_failed"]
+    assert list(summary["n_failed"]) == [1, 2] and list(summary["n_ok"]) == [1, 0]
+    assert (sweep / "fig7.png").exists()
