@@ -74,24 +74,29 @@ def default_data_root() -> Path:
 
 
 def plan_jobs(
-    weights: RehearsalWeights, data: Path, runs: Path, quick: bool, precision: str | None
+    weights: RehearsalWeights, data: Path, runs: Path, quick: bool, precisions: list[str] | None = None
 ) -> list[Job]:
-    """The README's real-weights commands (section "Real weights and data") for this rehearsal."""
+    """The README's real-weights commands (section "Real weights and data") for this rehearsal.
+
+    One DragDiffusion job per precision mode (`method.precision`; none given: the method's default), each
+    with its own cache dir so no job reuses another's LoRA or latents.
+    """
     common = [
         f"dataset.root={data}",
         f"eval.pretrained={weights.sd21}",
         "eval.local_files_only=true",
         "logger=none",
     ]
-    env = {"TORCH_HOME": str(weights.torch_home), "DRAGBENCH_CACHE_DIR": str(runs / "cache")}
+    env = {"TORCH_HOME": str(weights.torch_home)}  # + DRAGBENCH_CACHE_DIR per job, + DRAGGAN_CKPT_DIR
     limit = ["dataset.limit=1"] if quick else []
     drag_diffusion = [
         "method=dragdiffusion",
         f"model.pretrained={weights.sd15}",
         "model.local_files_only=true",
-        *([f"method.precision={precision}"] if precision else []),
         *(QUICK_KNOBS["dragdiffusion"] if quick else ()),
     ]
+    modes: list[str | None] = list(precisions) if precisions else [None]
+    named = {(f"dragdiffusion_{m}" if len(modes) > 1 else "dragdiffusion"): m for m in modes}
     drag_gan = [
         "method=draggan",
         f"dataset.categories={DRAGGAN_CATEGORIES}",
@@ -99,13 +104,26 @@ def plan_jobs(
     ]
     empty = runs / "no-checkpoints"
     empty.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        Job(
+            name,
+            [*drag_diffusion, *([f"method.precision={m}"] if m else []), *common, *limit],
+            {**env, "DRAGBENCH_CACHE_DIR": str(runs / "cache" / name)},
+        )
+        for name, m in named.items()
+    ]
+    gan_env = {
+        **env,
+        "DRAGBENCH_CACHE_DIR": str(runs / "cache" / "draggan"),
+        "DRAGGAN_CKPT_DIR": str(weights.draggan_dir),
+    }
     return [
-        Job("dragdiffusion", [*drag_diffusion, *common, *limit], env),
-        Job("draggan", [*drag_gan, *common, *limit], {**env, "DRAGGAN_CKPT_DIR": str(weights.draggan_dir)}),
+        *jobs,
+        Job("draggan", [*drag_gan, *common, *limit], gan_env),
         Job(
             "draggan_no_checkpoints",
             [*drag_gan, *common, *limit],
-            {**env, "DRAGGAN_CKPT_DIR": str(empty)},
+            {**gan_env, "DRAGGAN_CKPT_DIR": str(empty)},
             expect_ok=False,
         ),
     ]
@@ -128,14 +146,14 @@ def run_job(job: Job, runs: Path) -> tuple[Path, subprocess.CompletedProcess, fl
     return job_dir, proc, wall
 
 
-def rehearse(data: Path, out: Path, quick: bool, precision: str | None, seed: int) -> list[JobCheck]:
+def rehearse(data: Path, out: Path, quick: bool, precisions: list[str] | None, seed: int) -> list[JobCheck]:
     """Build the weights, run every job and check it. Returns one JobCheck per job."""
     start = time.perf_counter()
     weights = build_all(out / "weights", seed=seed)
     print(f"weights ready in {out / 'weights'} ({time.perf_counter() - start:.0f} s)", flush=True)
     runs = out / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     checks = []
-    for job in plan_jobs(weights, data, runs, quick, precision):
+    for job in plan_jobs(weights, data, runs, quick, precisions):
         job_dir, proc, wall = run_job(job, runs)
         if job.expect_ok:
             checks.append(check_job(job.name, job_dir, proc.returncode, wall))
@@ -164,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precision",
         default=None,
-        help="method.precision for DragDiffusion (auto | official_fp16 | fp32; default: its own)",
+        help="method.precision of DragDiffusion, comma-separated for one job each (auto | official_fp16 | "
+        "fp32; default: the method's own, auto)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
@@ -173,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(data.glob("*/*/meta_data.pkl")):
         print(f"SKIPPED: no DragBench samples under {data} (pass --data DIR)")
         return 0
-    checks = rehearse(data, args.out, args.quick, args.precision, args.seed)
+    precisions = args.precision.split(",") if args.precision else None
+    checks = rehearse(data, args.out, args.quick, precisions, args.seed)
     print("\n" + stage_table(checks, quick=args.quick))
     failed = [c for c in checks if not c.passed]
     for check in checks:

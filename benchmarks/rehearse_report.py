@@ -115,6 +115,11 @@ def _precision(results: pd.DataFrame) -> str:
     return "fp32"  # a method that records no precision runs in the model's float32
 
 
+def _method(job_name: str) -> str:
+    """ "dragdiffusion_fp32" -> "dragdiffusion" (the key of ANCHORS)."""
+    return job_name.split("_", 1)[0]
+
+
 def _stages(results: pd.DataFrame) -> list[str]:
     found = [c[len("seconds_") :] for c in results.columns if c.startswith("seconds_")]
     return sorted(found, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
@@ -140,11 +145,11 @@ def stage_table(checks: list[JobCheck], quick: bool) -> str:
         for stage in [*_stages(ok), "sample"]:
             column = "seconds" if stage == "sample" else f"seconds_{stage}"
             seconds = float(pd.to_numeric(ok[column], errors="coerce").mean())
-            anchor = ANCHORS.get((check.name, stage), "")
+            anchor = ANCHORS.get((_method(check.name), stage), "")
             lines.append(f"| {check.name} | {stage} | {seconds:.1f} | | {precision} | {anchor} |")
         lines.append(
             f"| {check.name} | peak memory | | {peak_text} | {precision} | "
-            f"{ANCHORS.get((check.name, 'peak'), '')} |"
+            f"{ANCHORS.get((_method(check.name), 'peak'), '')} |"
         )
     mode = "--quick (reduced steps: not comparable to the anchors)" if quick else "paper defaults"
     device = next(

@@ -81,7 +81,7 @@ def test_nvidia_pickle_loads_with_our_restricted_loader(tmp_path: Path, layout: 
 
 def test_plan_jobs_are_the_readme_commands(tmp_path: Path) -> None:
     w = RehearsalWeights(tmp_path / "sd15", tmp_path / "sd21", tmp_path / "th", tmp_path / "gan")
-    jobs = plan_jobs(w, tmp_path / "data", tmp_path / "runs", quick=True, precision="fp32")
+    jobs = plan_jobs(w, tmp_path / "data", tmp_path / "runs", quick=True, precisions=["fp32"])
     by_name = {j.name: j for j in jobs}
     dd = by_name["dragdiffusion"].overrides
     assert f"model.pretrained={w.sd15}" in dd and f"eval.pretrained={w.sd21}" in dd
@@ -90,6 +90,27 @@ def test_plan_jobs_are_the_readme_commands(tmp_path: Path) -> None:
     assert by_name["draggan"].env["DRAGGAN_CKPT_DIR"] == str(w.draggan_dir)
     missing = by_name["draggan_no_checkpoints"]
     assert not missing.expect_ok and not any(Path(missing.env["DRAGGAN_CKPT_DIR"]).iterdir())
+    caches = [j.env["DRAGBENCH_CACHE_DIR"] for j in jobs if j.expect_ok]
+    assert len(set(caches)) == len(caches)  # no job reuses another's LoRA or latents
+
+
+def test_one_dragdiffusion_job_per_precision_mode(tmp_path: Path) -> None:
+    w = RehearsalWeights(tmp_path / "sd15", tmp_path / "sd21", tmp_path / "th", tmp_path / "gan")
+    jobs = plan_jobs(
+        w, tmp_path / "data", tmp_path / "runs", quick=False, precisions=["official_fp16", "fp32"]
+    )
+    assert [j.name for j in jobs] == [
+        "dragdiffusion_official_fp16",
+        "dragdiffusion_fp32",
+        "draggan",
+        "draggan_no_checkpoints",
+    ]
+    assert (
+        "method.precision=official_fp16" in jobs[0].overrides and "method.precision=fp32" in jobs[1].overrides
+    )
+    assert not any(
+        o.startswith("dataset.limit") or o in QUICK_KNOBS["dragdiffusion"] for o in jobs[0].overrides
+    )
 
 
 def _job_dir(tmp_path: Path, rows: list[dict], metrics: dict) -> Path:
