@@ -305,11 +305,16 @@ def _numpy1_spelling(names: list[list[str]]) -> list[list[str]]:
     return sorted([m.replace("numpy._core", "numpy.core"), n] for m, n in names)
 
 
-@pytest.mark.parametrize("tag", ["tiny64_ada", "tiny64_sg3"], ids=["stylegan2-ada-pytorch", "stylegan3_repo"])
+@pytest.mark.parametrize(
+    "tag",
+    ["tiny64_ada", "tiny64_sg3", "tiny64_tfconv_ada", "tiny64_tfconv_sg3"],
+    ids=["ada_snapshot", "stylegan3_snapshot", "ada_legacy_tf_conversion", "stylegan3_legacy_tf_conversion"],
+)
 def test_pickle_with_recorded_official_structure_loads_without_running_it(tmp_path: Path, tag: str) -> None:
-    """Rebuilds NVIDIA's snapshot pickle (G, D, G_ema, augment_pipe, training_set_kwargs; every module a
-    persistence record with embedded source) from the recorded skeleton and the official weights, then loads
-    it: the same globals as the official file, never executed, same numbers as NVIDIA's generator."""
+    """Rebuilds an NVIDIA pickle (a training snapshot: G, D, G_ema, augment_pipe, training_set_kwargs; or what
+    `legacy.py` writes when converting a TF pickle; every module a persistence record with embedded source)
+    from the recorded skeleton and the official weights, then loads it: the same globals as the official file,
+    never executed, same numbers as NVIDIA's generator."""
     facts = json.loads((OFFICIAL / f"{tag}.json").read_text())
     weights = load_file(OFFICIAL / "tiny64_G_ema.safetensors")
     sentinel = tmp_path / "pwned.txt"
@@ -338,6 +343,11 @@ def test_pickle_with_recorded_official_structure_loads_without_running_it(tmp_pa
     if tag == "tiny64_sg3":  # the newer layout: flat kwargs + fused_modconv_default, clamp/fp16 from defaults
         assert loaded.init_kwargs["fused_modconv_default"] == "inference_only"
         assert "conv_clamp" not in loaded.init_kwargs and "synthesis_kwargs" not in loaded.init_kwargs
+    if "tfconv" in tag:  # the converter spells out every layer/mapping kwarg and sets the TF clamp/fp16
+        syn = loaded.init_kwargs.get("synthesis_kwargs", loaded.init_kwargs)
+        assert (syn["use_noise"], syn["activation"], syn["resample_filter"]) == (True, "lrelu", [1, 3, 3, 1])
+        assert loaded.init_kwargs["mapping_kwargs"]["w_avg_beta"] == 0.995
+        assert facts["top_level_types"]["augment_pipe"] == "NoneType"
     expected = load_file(OFFICIAL / "tiny64_expected.safetensors")
     img, _ = loaded.generator(expected["z"], noise_mode="const")
     assert (img - expected["natural/img"]).abs().max() <= 1e-4  # measured 5.0e-6
@@ -355,11 +365,14 @@ def _record_tree(skeleton: dict) -> PersistentRecord:
     return _from_skeleton(skeleton, make_record, meta_tensor)
 
 
-@pytest.mark.parametrize("tag", ["ffhq512_ada", "afhqcat512_ada", "ffhq512_sg3"])
+@pytest.mark.parametrize(
+    "tag", ["ffhq512_ada", "afhqcat512_ada", "ffhq512_sg3", "ffhq512_tfconv_ada", "ffhq512_tfconv_sg3"]
+)
 def test_full_size_official_generators_build_with_the_recorded_structure(tag: str) -> None:
-    """FFHQ-512 / AFHQ-512 (ada `paper512`) and stylegan3-repo `--cfg=stylegan2` G_ema as NVIDIA's code
-    pickles them: our generator built from their init kwargs has every recorded parameter/buffer with its
-    shape, in order, and every pickled module setting (clamps, fp16 blocks, gains, resolutions) agrees."""
+    """FFHQ-512 / AFHQ-512 (ada `paper512`), stylegan3-repo `--cfg=stylegan2` and TF-converted (`legacy.py`)
+    G_ema as NVIDIA's code pickles them: our generator built from their init kwargs has every recorded
+    parameter/buffer with its shape, in order, and every pickled module setting (clamps, fp16 blocks, gains,
+    resolutions) agrees."""
     facts = json.loads((OFFICIAL / f"{tag}.json").read_text())
     record = _record_tree(facts["G_ema_skeleton"])
     init_kwargs = _plain_kwargs(facts["init_kwargs"]["G_ema"])

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from methods.draggan.checkpoint import load_generator
 from methods.draggan.stylegan2 import (
     Generator,
+    build_generator,
     build_tiny_generator,
     conv2d_up,
     setup_filter,
@@ -163,3 +164,14 @@ def test_conv_clamp_bounds_the_activated_output_at_conv_clamp_as_nvidias_code(of
     for layer in g.synthesis.noise_layers():  # the pre-fix rule conv_clamp * sqrt(2) is far off
         layer.conv_clamp *= math.sqrt(2)
     assert (g(expected["z"], noise_mode="const")[0] - ref).abs().max() > 100  # measured 150.5
+
+
+def test_init_kwargs_we_cannot_honour_are_refused_by_name() -> None:
+    base = {"z_dim": 8, "c_dim": 0, "w_dim": 8, "img_resolution": 8, "img_channels": 3}
+    with pytest.raises(ValueError, match=r"resample_filter \[1, 2, 1\] is not supported"):
+        build_generator({**base, "resample_filter": [1, 2, 1]})
+    with pytest.raises(ValueError, match=r"mapping_kwargs\.mystery"):
+        build_generator({**base, "mapping_kwargs": {"mystery": 1}})
+    g = build_generator({**base, "use_noise": False, "channel_base": 64, "channel_max": 8})
+    assert not any("noise" in k for k in g.state_dict())  # official: no noise buffers without use_noise
+    assert g.synthesis.b8.conv1.conv_clamp == 256  # flat layout = stylegan3 repo: its class default

@@ -471,12 +471,24 @@ class Generator(nn.Module):
 
 #: Synthesis kwargs the official `SynthesisNetwork` accepts that only matter for training/speed:
 #: `fused_modconv_default` (stylegan3 repo: True | 'inference_only') picks grouped vs. batched convs, the
-#: same maths; channels-last formats and the (always [1,3,3,1]) resample filter list change no output either.
-IGNORED_SYNTHESIS_KWARGS = ("fp16_channels_last", "channels_last", "resample_filter", "fused_modconv_default")
+#: same maths; channels-last formats change no output either.
+IGNORED_SYNTHESIS_KWARGS = ("fp16_channels_last", "channels_last", "fused_modconv_default")
 
 
 GENERATOR_KWARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
-SYNTHESIS_KWARGS = ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture")
+#: `use_noise` and `activation` reach every SynthesisLayer (official `**layer_kwargs`); NVIDIA's TF->PyTorch
+#: converter (legacy.py `convert_tf_generator`) writes them, and `resample_filter`, explicitly.
+SYNTHESIS_KWARGS = (
+    "channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture", "use_noise", "activation",
+)  # fmt: skip
+MAPPING_KWARGS = (
+    "num_layers",
+    "embed_features",
+    "layer_features",
+    "activation",
+    "lr_multiplier",
+    "w_avg_beta",
+)
 
 #: Class defaults of the settings a pickle's init kwargs may leave out, per official code base:
 #: stylegan2-ada-pytorch training/networks.py (SynthesisNetwork num_fp16_res=0, SynthesisBlock
@@ -500,13 +512,18 @@ def split_init_kwargs(init_kwargs: dict) -> tuple[dict, dict, dict]:
     mapping = dict(kw.pop("mapping_kwargs", {}) or {})
     nested = "synthesis_kwargs" in kw
     syn = dict(kw.pop("synthesis_kwargs", {}) or {})
-    syn.update({k: kw.pop(k) for k in list(kw) if k in SYNTHESIS_KWARGS + IGNORED_SYNTHESIS_KWARGS})
+    known = SYNTHESIS_KWARGS + IGNORED_SYNTHESIS_KWARGS + ("resample_filter",)
+    syn.update({k: kw.pop(k) for k in list(kw) if k in known})
+    taps = syn.pop("resample_filter", RESAMPLE_FILTER)
+    if [float(t) for t in taps] != [float(t) for t in RESAMPLE_FILTER]:
+        raise ValueError(f"resample_filter {list(taps)} is not supported: only {list(RESAMPLE_FILTER)}")
     syn = {k: v for k, v in syn.items() if k not in IGNORED_SYNTHESIS_KWARGS}
     unknown = sorted(set(kw) - set(GENERATOR_KWARGS)) + sorted(set(syn) - set(SYNTHESIS_KWARGS))
+    unknown += [f"mapping_kwargs.{k}" for k in sorted(set(mapping) - set(MAPPING_KWARGS))]
     if unknown:
         raise ValueError(
-            f"unsupported Generator init kwargs {unknown}; supported: "
-            f"{list(GENERATOR_KWARGS)} + synthesis {list(SYNTHESIS_KWARGS + IGNORED_SYNTHESIS_KWARGS)}"
+            f"unsupported Generator init kwargs {unknown}; supported: {list(GENERATOR_KWARGS)} + synthesis "
+            f"{list(known)} + mapping_kwargs {list(MAPPING_KWARGS)}"
         )
     defaults = ADA_SYNTHESIS_DEFAULTS if nested else STYLEGAN3_REPO_SYNTHESIS_DEFAULTS
     return kw, mapping, {**defaults, **syn}
