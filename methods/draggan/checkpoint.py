@@ -6,6 +6,10 @@ object's `__dict__` (parameters, buffers, sub-modules, init kwargs); a normal un
 restricted unpickler resolves only tensors, numpy scalars/arrays and plain containers, turns each persistent
 object into an inert `PersistentRecord` (source kept as text, never executed) and anything else is refused.
 Plain state dicts (`.pt`/`.pth` via `torch.load(weights_only=True)`, `.safetensors`) are also accepted.
+Settings the init kwargs leave to class defaults (conv_clamp, fp16 blocks) are read from the pickled
+sub-modules, and every pickled module setting is checked against the built generator. Verified against
+NVIDIA's stylegan2-ada-pytorch / stylegan3 pickles (snapshots and `legacy.py` TF conversions):
+tests/data/stylegan2_official/README.md.
 """
 
 from __future__ import annotations
@@ -162,7 +166,7 @@ def flatten_record(record: PersistentRecord, prefix: str = "") -> dict[str, Tens
 
 @dataclass
 class LoadedGenerator:
-    """A generator and where it came from."""
+    """A generator and where it came from (`init_kwargs`: as stored; `generator.init_kwargs`: as built)."""
 
     generator: Generator
     source: str
