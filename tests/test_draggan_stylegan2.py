@@ -156,8 +156,12 @@ def test_conv_clamp_bounds_the_activated_output_at_conv_clamp_as_nvidias_code(of
     g, expected = official
     g = copy.deepcopy(g)
     g.synthesis.b16.conv1.bias.data[:4] = CLAMP_TRIGGER
+    torgb_max = []
+    hook = g.synthesis.b64.torgb.register_forward_hook(lambda m, i, o: torgb_max.append(o.abs().max()))
     img, feats = g(expected["z"], noise_mode="const")
-    assert feats[2][:, :4].abs().max() == 256  # b16 output: the clamp fired
+    hook.remove()
+    assert feats[2][:, :4].abs().max() == 256  # b16 output: the conv clamp fired
+    assert torgb_max == [256]  # and the last ToRGB's clamp (conv_clamp, gain 1) too
     ref = expected["clamp/img"]
     assert ref.abs().max() > 300  # big values: compare relative to the image's scale
     assert (img - ref).abs().max() <= 5e-6 * ref.abs().max()  # measured 3.1e-4 = 7.8e-7 x 390
