@@ -1,5 +1,5 @@
-"""DragBench metrics (SPEC §3): Mean Distance via DIFT point matching, Image Fidelity via LPIPS, bootstrap
-confidence intervals.
+"""DragBench metrics (SPEC §3), declared once in eval.metrics: Mean Distance via DIFT point matching, Image
+Fidelity via LPIPS, toy-world ground truth, Drag-Back (opt-in); bootstrap confidence intervals.
 
 Imports only `dragbench`; `python -m eval.score EDITS_DIR --bench ROOT` scores a folder of edits.
 """
@@ -11,10 +11,14 @@ from eval.dift import DiftFeaturizer, Featurizer
 from eval.evaluator import METRIC_VERSION, Evaluator, SampleScore, official_evaluator, tiny_evaluator
 from eval.lpips_fidelity import LpipsFidelity, build_fidelity, image_fidelity
 from eval.mean_distance import MD_VARIANTS, mean_distance
+from eval.metrics import METRICS, Metric, active_metrics
 
 __all__ = [
     "METRIC_VERSION",
     "MD_VARIANTS",
+    "METRICS",
+    "Metric",
+    "active_metrics",
     "DiftFeaturizer",
     "Evaluator",
     "Featurizer",

@@ -1,6 +1,7 @@
-"""Bench-level MD / IF with seeded bootstrap confidence intervals (SPEC §3: MD averages all pairs).
+"""Bench-level metrics with seeded bootstrap confidence intervals, looping over eval.metrics.METRICS.
 
-MD = mean over every pair of every `ok` sample (a 3-pair sample weighs 3×); IF = mean over `ok` samples.
+A per-pair metric (MD: SPEC §3 averages all pairs) = mean over every pair of every `ok` sample (a 3-pair
+sample weighs 3×); a per-sample metric (IF) = mean over `ok` samples.
 CIs resample samples (not pairs) with replacement; a draw's MD is the mean of all pairs of the drawn samples.
 """
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from eval.metrics import MEAN_DISTANCE, METRICS, Metric
 
 STATUSES = ("ok", "failed", "skipped", "unsupported")
 # The unit of normalised MD (x100 / max(H, W), eval.mean_distance): the same at every image size.
@@ -69,35 +72,65 @@ def ratio_bootstrap_ci(
 
 def _pair_mean(ok: pd.DataFrame, ok_pairs: pd.DataFrame, column: str, n_boot: int, seed: int, ci: float):
     """Mean of `column` over all pairs of ok samples, and its bootstrap CI over samples."""
-    pairs = ok_pairs[np.isfinite(ok_pairs[column].to_numpy(np.float64))]
-    per_sample = pairs.groupby("sample_id")[column].agg(["sum", "count"])
+    values = ok_pairs[column] if column in ok_pairs else pd.Series(np.nan, index=ok_pairs.index)
+    pairs = ok_pairs[np.isfinite(values.to_numpy(np.float64))]
+    per_sample = pairs.groupby("sample_id")[column].agg(["sum", "count"]) if len(pairs) else None
+    if per_sample is None:
+        per_sample = pd.DataFrame({"sum": [], "count": []})
     per_sample = per_sample.reindex(ok["sample_id"], fill_value=0)  # (n_ok, 2), ok-sample order
     mean = float(pairs[column].mean()) if len(pairs) else float("nan")
     ci_bounds = list(ratio_bootstrap_ci(per_sample["sum"], per_sample["count"], n_boot, seed, ci))
     return mean, ci_bounds, len(pairs)
 
 
-def _summarize_ok(ok: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
-    ok_pairs = pairs[pairs["sample_id"].isin(ok["sample_id"])]
-    md, md_ci, n_pairs = _pair_mean(ok, ok_pairs, "distance", n_boot, seed, ci)
-    fid = ok["image_fidelity"].to_numpy(np.float64)
-    out = dict(
-        mean_distance=md,
-        mean_distance_ci=md_ci,
-        image_fidelity=float(fid.mean()) if len(fid) else float("nan"),
-        image_fidelity_ci=list(bootstrap_ci(fid, n_boot, seed, ci)),
-        n_samples=len(ok),
-        n_pairs=n_pairs,
+def _sample_mean(ok: pd.DataFrame, column: str, n_boot: int, seed: int, ci: float):
+    """Mean of `column` over ok samples, and its bootstrap CI."""
+    values = ok[column].to_numpy(np.float64) if column in ok else np.full(len(ok), np.nan)
+    return (float(values.mean()) if len(values) else float("nan")), list(
+        bootstrap_ci(values, n_boot, seed, ci)
     )
-    # Ground truth (toy world only): the true distance of each handle's content to its target.
-    if "gt_distance" in ok_pairs and np.isfinite(ok_pairs["gt_distance"].to_numpy(np.float64)).any():
-        gt, gt_ci, _ = _pair_mean(ok, ok_pairs, "gt_distance", n_boot, seed, ci)
-        out.update(gt_distance=gt, gt_distance_ci=gt_ci)
+
+
+def _reported(metric: Metric, samples: pd.DataFrame, pairs: pd.DataFrame) -> bool:
+    """Core metrics always; ground truth where some value is finite; opt-ins when their column exists."""
+    column, table = (metric.pair_column, pairs) if metric.per == "pair" else (metric.sample_column, samples)
+    if metric.needs_ground_truth:
+        return column in table and bool(np.isfinite(table[column].to_numpy(np.float64)).any())
+    return metric.opt_in is None or column in table
+
+
+def _summarize_ok(
+    ok: pd.DataFrame, pairs: pd.DataFrame, metrics: tuple[Metric, ...], n_boot: int, seed: int, ci: float
+) -> dict:
+    ok_pairs = pairs[pairs["sample_id"].isin(ok["sample_id"])]
+    out: dict = {}
+    for metric in metrics:
+        if metric.needs_ground_truth and not (
+            metric.pair_column in ok_pairs
+            and np.isfinite(ok_pairs[metric.pair_column].to_numpy(np.float64)).any()
+        ):
+            continue  # e.g. a category without ground truth
+        if metric.per == "pair":
+            value, bounds, n_pairs = _pair_mean(ok, ok_pairs, metric.pair_column, n_boot, seed, ci)
+            if metric is MEAN_DISTANCE:
+                out["n_pairs"] = n_pairs  # the pairs MD averages
+        else:
+            value, bounds = _sample_mean(ok, metric.sample_column, n_boot, seed, ci)
+        out.update({metric.name: value, f"{metric.name}_ci": bounds})
+    out.setdefault("n_pairs", int(len(ok_pairs)))
+    out["n_samples"] = len(ok)
     return out
 
 
-def _summarize_group(samples: pd.DataFrame, pairs: pd.DataFrame, n_boot: int, seed: int, ci: float) -> dict:
-    out = _summarize_ok(samples[samples["status"] == "ok"], pairs, n_boot, seed, ci)
+def _summarize_group(
+    samples: pd.DataFrame,
+    pairs: pd.DataFrame,
+    metrics: tuple[Metric, ...],
+    n_boot: int,
+    seed: int,
+    ci: float,
+) -> dict:
+    out = _summarize_ok(samples[samples["status"] == "ok"], pairs, metrics, n_boot, seed, ci)
     for status in STATUSES:
         out[f"n_{status}"] = int((samples["status"] == status).sum())
     out["n_total"] = len(samples)
@@ -112,8 +145,9 @@ def summarize(
     n_boot: int = 1000,
     seed: int = 42,
     ci: float = 0.95,
+    metrics: tuple[Metric, ...] | None = None,
 ) -> dict:
-    """Bench MD / IF with bootstrap CIs, overall and per category.
+    """Every declared metric (eval.metrics) with bootstrap CIs, overall and per category.
 
     Args:
         samples: one row per sample: sample_id, category, status ("ok"|"failed"|"skipped"|"unsupported"),
@@ -124,35 +158,45 @@ def summarize(
         seed: bootstrap seed (each group uses a fresh generator with this seed, so results do not depend on
             the order of categories).
         ci: CI coverage.
+        metrics: the metrics to report (e.g. `Evaluator.metrics`; an asked-for metric without values is NaN);
+            None = every declared metric the tables carry (ground truth only where some value is finite).
 
     Returns:
-        dict with mean_distance, mean_distance_ci [lo, hi], image_fidelity, image_fidelity_ci, n_samples,
+        dict with `<metric>` and `<metric>_ci` [lo, hi] per metric (mean_distance, image_fidelity, ...),
+        n_samples,
         n_pairs, n_ok (= n_samples, the samples MD / IF average), n_failed, n_skipped, n_unsupported, n_total
         and per_category {category: same keys}; md_scale (combined_md_scale) when `samples` has an
         `md_scale` column; eval_sizes (sorted "WxH" the MDs were measured at) when it has `eval_width` and
-        `eval_height`; gt_distance and gt_distance_ci when `pairs` has finite `gt_distance` values
-        (toy-world ground truth).
+        `eval_height`.
 
     Raises:
         ValueError: missing columns, duplicate sample ids or an unknown status.
     """
-    _check_columns(samples, ("sample_id", "category", "status", "image_fidelity"), "samples")
-    _check_columns(pairs, ("sample_id", "category", "distance"), "pairs")
+    core = [m for m in METRICS if not m.optional]
+    _check_columns(samples, ("sample_id", "category", "status", *_columns(core, "sample")), "samples")
+    _check_columns(pairs, ("sample_id", "category", *_columns(core, "pair")), "pairs")
+    if metrics is None:
+        metrics = tuple(m for m in METRICS if _reported(m, samples, pairs))
     bad = sorted(set(samples["status"]) - set(STATUSES))
     if bad:
         raise ValueError(f"unknown status values {bad}; expected one of {', '.join(STATUSES)}")
     if samples["sample_id"].duplicated().any():
         dup = samples.loc[samples["sample_id"].duplicated(), "sample_id"].tolist()
         raise ValueError(f"duplicate sample_id rows in samples: {dup[:5]}")
-    out = _summarize_group(samples, pairs, n_boot, seed, ci)
+    out = _summarize_group(samples, pairs, metrics, n_boot, seed, ci)
     if {"eval_width", "eval_height"} <= set(samples.columns):
         sizes = samples[["eval_width", "eval_height"]].dropna().astype(int).drop_duplicates()
         out["eval_sizes"] = sorted(f"{w}x{h}" for w, h in sizes.itertuples(index=False))
     out["per_category"] = {
-        str(cat): _summarize_group(group, pairs, n_boot, seed, ci)
+        str(cat): _summarize_group(group, pairs, metrics, n_boot, seed, ci)
         for cat, group in samples.groupby("category", sort=True)
     }
     return out
+
+
+def _columns(metrics: list[Metric], per: str) -> list[str]:
+    """The results.csv (per="sample") or pairs.csv (per="pair") column each metric is aggregated from."""
+    return [m.sample_column if per == "sample" else m.pair_column for m in metrics if m.per == per]
 
 
 def _check_columns(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:

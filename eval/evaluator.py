@@ -1,4 +1,4 @@
-"""Scores one edited image against its DragBench sample: Mean Distance per pair + Image Fidelity (SPEC §3).
+"""Scores one edited image against its DragBench sample with every active metric of eval.metrics (SPEC §3).
 
 `official_evaluator` / `tiny_evaluator` are the two constructions behind `eval=official|tiny`
 (conf/eval/*.yaml `_target_` them with exactly their keyword arguments; `python -m eval.score --eval` too).
@@ -20,8 +20,16 @@ from dragbench.toy.model import load_toy_backbone
 from dragbench.weights import SD21_HUB_ID, WeightFile, declares_weights, pipeline_requirements
 from eval.dift import DiftFeaturizer, Featurizer
 from eval.lpips_fidelity import LpipsFidelity, build_fidelity, fidelity_requirements
-from eval.mean_distance import MD_VARIANTS, mean_distance
-from eval.toy_ground_truth import gt_pair_distances, has_ground_truth
+from eval.mean_distance import MD_VARIANTS
+from eval.metrics import (
+    GT_DISTANCE,
+    IMAGE_FIDELITY,
+    MEAN_DISTANCE,
+    Measured,
+    Metric,
+    ScoringInputs,
+    active_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,38 +45,85 @@ Fidelity = Callable[[np.ndarray, np.ndarray], float]
 
 @dataclass
 class SampleScore:
-    """Metrics of one edited sample.
+    """Every active metric (eval.metrics) on one edited sample.
 
     Attributes:
-        image_fidelity: 1 − LPIPS(original, edited).
-        distances: (N,) per-pair distance (pixels; percent of max(H, W) for variant "normalised").
-        matched_xy: (N, 2) (x, y) pixel where each handle's feature was found in the edited image.
+        values: metric name -> its Measured (a float per sample, or (N,) per pair plus extra pair columns).
+        metrics: the declared metrics measured, in declaration order.
         resized_from_hw: the edited image's (H, W) if it was resized to the original's size, else None.
-        gt_distances: (N,) ground-truth distance of each handle's content to its target (pixels), for
-            samples with a known true edit (the toy world, eval/toy_ground_truth.py); None otherwise.
     """
 
-    image_fidelity: float
-    distances: np.ndarray
-    matched_xy: np.ndarray
+    values: dict[str, Measured]
+    metrics: tuple[Metric, ...]
     resized_from_hw: tuple[int, int] | None = None
-    gt_distances: np.ndarray | None = None
 
     @property
     def mean_distance(self) -> float:
         """Mean over this sample's pairs (the bench MD averages all pairs instead; see eval.aggregate)."""
         return float(np.mean(self.distances))
 
+    @property
+    def image_fidelity(self) -> float:
+        """1 − LPIPS(original, edited)."""
+        return float(self.values[IMAGE_FIDELITY.name].value)
+
+    @property
+    def distances(self) -> np.ndarray:
+        """(N,) per-pair MD (pixels; percent of max(H, W) for variant "normalised")."""
+        return np.asarray(self.values[MEAN_DISTANCE.name].value)
+
+    @property
+    def matched_xy(self) -> np.ndarray:
+        """(N, 2) (x, y) pixel where each handle's feature was found in the edited image."""
+        extra = self.values[MEAN_DISTANCE.name].pair_columns
+        return np.stack([extra["matched_x"], extra["matched_y"]], axis=1)
+
+    @property
+    def gt_distances(self) -> np.ndarray | None:
+        """(N,) toy-world ground-truth distances, None for samples without ground truth."""
+        gt = self.values.get(GT_DISTANCE.name)
+        return None if gt is None or not np.isfinite(gt.value).any() else np.asarray(gt.value)
+
+    def sample_columns(self) -> dict[str, float]:
+        """results.csv columns: each metric's sample_column (a per-pair metric's mean over the pairs)."""
+        return {
+            m.sample_column: float(np.mean(self.values[m.name].value))
+            for m in self.metrics
+            if m.sample_column is not None
+        }
+
+    def pair_columns(self) -> dict[str, np.ndarray]:
+        """pairs.csv columns, (N,) each: every per-pair metric's extra columns, then its pair_column."""
+        out: dict[str, np.ndarray] = {}
+        for m in self.metrics:
+            if m.per == "pair":
+                out.update(self.values[m.name].pair_columns)
+                out[m.pair_column] = np.asarray(self.values[m.name].value, dtype=np.float64)
+        return out
+
+    def check_finite(self, sample_id: str) -> None:
+        """Raise FloatingPointError when a metric that must exist is NaN/inf (ground truth may be NaN)."""
+        bad = {
+            m.name: self.values[m.name].value
+            for m in self.metrics
+            if not m.needs_ground_truth and not np.isfinite(self.values[m.name].value).all()
+        }
+        if bad:
+            raise FloatingPointError(f"{sample_id}: non-finite score {bad}")
+
 
 class Evaluator:
-    """Mean Distance (DIFT point matching) + Image Fidelity (LPIPS) for edited samples.
+    """Scores edits with every active declared metric (eval.metrics): MD, IF, toy ground truth, Drag-Back.
 
     Args:
         featurizer: image + prompt -> (C, h, w) features (DIFT, or an exact one in tests).
         fidelity: (original, edited) -> 1 − LPIPS, with a `weights` attribute.
         variant: MD variant, one of `eval.mean_distance.MD_VARIANTS`; "standard" is the official metric.
         cache: when given, features of original images are cached (namespace "dift") if the featurizer
-            exposes `cache_inputs` (everything besides image and prompt that determines its output).
+            exposes `cache_inputs` (everything besides image and prompt that determines its output). The key
+            holds the image itself (content), never the sample id.
+        drag_back: also measure Drag-Back (`eval.drag_back`): the job edits each result back with handles
+            and targets swapped and passes it to `score(..., dragged_back=...)`.
     """
 
     def __init__(
@@ -77,15 +132,18 @@ class Evaluator:
         fidelity: Fidelity,
         variant: str = "standard",
         cache: Cache | None = None,
+        drag_back: bool = False,
     ) -> None:
         if variant not in MD_VARIANTS:
             raise ValueError(f"unknown MD variant {variant!r}; choose one of {', '.join(MD_VARIANTS)}")
         self.featurizer, self.fidelity, self.variant, self.cache = featurizer, fidelity, variant, cache
         self.metric_version = METRIC_VERSION
+        self.drag_back = bool(drag_back)
+        self.metrics = active_metrics(drag_back=self.drag_back)
 
     @property
     def weights(self) -> str:
-        """"real" only when both the featurizer and the LPIPS trunk are real, else "random"."""
+        """ "real" only when both the featurizer and the LPIPS trunk are real, else "random"."""
         parts = (getattr(self.featurizer, "weights", "random"), getattr(self.fidelity, "weights", "random"))
         return "real" if all(p == "real" for p in parts) else "random"
 
@@ -98,45 +156,64 @@ class Evaluator:
         key_parts = getattr(self.featurizer, "cache_inputs", None)
         if self.cache is None or key_parts is None:
             return compute()["features"]
-        inputs = dict(key_parts, image=sample.image, prompt=sample.prompt)
+        inputs = dict(key_parts, image=sample.image, prompt=sample.prompt)  # content, never the sample id
         producers = (type(self.featurizer).__module__,)  # the featurizer's code computes the entry
         return self.cache.get_or_compute(FEATURE_CACHE_NAMESPACE, inputs, compute, producers)["features"]
 
-    def score(self, sample: DragSample, edited: np.ndarray) -> SampleScore:
-        """Score one edit.
+    def _at_sample_size(
+        self, sample: DragSample, image, what: str
+    ) -> tuple[np.ndarray, tuple[int, int] | None]:
+        image = np.asarray(getattr(image, "image", image))
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"{sample.sample_id}: {what} image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
+            )
+        size_hw = (sample.height, sample.width)
+        if image.shape[:2] == size_hw:
+            return image, None
+        resized_from = (int(image.shape[0]), int(image.shape[1]))
+        log.info("%s: %s image %s resized to %s (bilinear)", sample.sample_id, what, resized_from, size_hw)
+        return np.asarray(Image.fromarray(image).resize(size_hw[::-1], Image.BILINEAR)), resized_from
+
+    def score(
+        self, sample: DragSample, edited: np.ndarray, dragged_back: np.ndarray | None = None
+    ) -> SampleScore:
+        """Score one edit with every active metric (`self.metrics`).
 
         Args:
             sample: the DragBench sample (original image, prompt, (x, y) handles/targets, mask).
             edited: uint8 (H', W', 3) edited image (an object with an `.image` such array is accepted too).
                 Resized bilinearly to the original's (H, W) first when sizes differ, as the official scripts.
+            dragged_back: Drag-Back only: the edit of `edited` with handles and targets swapped (resized
+                likewise).
 
         Returns:
-            SampleScore with per-pair distances and the image fidelity.
+            SampleScore with each metric's values.
+
+        Raises:
+            ValueError: a malformed image, or Drag-Back on without `dragged_back`.
         """
-        edited = np.asarray(getattr(edited, "image", edited))
-        if edited.dtype != np.uint8 or edited.ndim != 3 or edited.shape[2] != 3:
-            raise ValueError(f"{sample.sample_id}: edited image must be uint8 (H, W, 3), got {edited.dtype} "
-                             f"{edited.shape}")
-        size_hw = (sample.height, sample.width)
-        resized_from = None
-        if edited.shape[:2] != size_hw:
-            resized_from = (int(edited.shape[0]), int(edited.shape[1]))
-            log.info("%s: edited image %s resized to %s (bilinear)", sample.sample_id, resized_from, size_hw)
-            edited = np.asarray(Image.fromarray(edited).resize(size_hw[::-1], Image.BILINEAR))
-        feat_orig = self._original_features(sample)
-        feat_edit = self.featurizer(edited, sample.prompt)
-        distances, matched_xy = mean_distance(
-            feat_orig.to(feat_edit.device, feat_edit.dtype),
-            feat_edit,
-            sample.handles,
-            sample.targets,
-            size_hw,
+        edited, resized_from = self._at_sample_size(sample, edited, "edited")
+        if dragged_back is not None:
+            dragged_back = self._at_sample_size(sample, dragged_back, "dragged-back")[0]
+        features: dict[str, object] = {}
+
+        def original_features():
+            if "original" not in features:
+                features["original"] = self._original_features(sample)
+            return features["original"]
+
+        inputs = ScoringInputs(
+            sample=sample,
+            edited=edited,
+            original_features=original_features,
+            featurize=lambda image: self.featurizer(image, sample.prompt),
+            fidelity=self.fidelity,
             variant=self.variant,
-            mask=sample.mask,
+            dragged_back=dragged_back,
         )
-        fidelity = float(self.fidelity(sample.image, edited))
-        gt_distances = gt_pair_distances(sample, edited)[0] if has_ground_truth(sample) else None
-        return SampleScore(fidelity, distances, matched_xy, resized_from, gt_distances)
+        values = {metric.name: metric.compute(inputs) for metric in self.metrics}
+        return SampleScore(values, self.metrics, resized_from)
 
 
 def official_requirements(
@@ -155,6 +232,7 @@ def official_evaluator(
     dtype: str = "float32",
     variant: str = "standard",
     cache: Cache | None = None,
+    drag_back: bool = False,
 ) -> Evaluator:
     """The official metrics: DIFT on SD-2.1 + LPIPS with the ImageNet AlexNet trunk (`eval=official`).
 
@@ -166,6 +244,7 @@ def official_evaluator(
         dtype: "float32" | "float16" | "bfloat16" for the DIFT backbone.
         variant: MD variant ("standard" = official).
         cache: optional feature cache for original images.
+        drag_back: also measure Drag-Back (`eval.drag_back`; two edits per sample).
 
     Raises:
         MissingWeightsError: one line naming every missing piece (SD-2.1 for DIFT and/or the AlexNet trunk).
@@ -181,7 +260,7 @@ def official_evaluator(
         backbone, missing = None, [f"Mean Distance (DIFT, SD-2.1): {err}", *missing]
     if missing:
         raise MissingWeightsError("eval=official needs real weights; missing — " + " | ".join(missing))
-    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache)
+    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back)
 
 
 def tiny_evaluator(
@@ -191,6 +270,7 @@ def tiny_evaluator(
     dtype: str = "float32",
     variant: str = "standard",
     cache: Cache | None = None,
+    drag_back: bool = False,
 ) -> Evaluator:
     """Offline metrics: DIFT on the tiny seeded SD backbone + LPIPS with a seeded random AlexNet trunk.
 
@@ -203,10 +283,11 @@ def tiny_evaluator(
         dtype: "float32" | "float16" | "bfloat16".
         variant: MD variant ("standard" = official definition).
         cache: optional feature cache for original images.
+        drag_back: also measure Drag-Back (`eval.drag_back`; two edits per sample).
     """
     backbone = build_tiny(seed=seed, device=device, dtype=dtype)
     fidelity = build_fidelity("random", seed=lpips_seed, device=device)
-    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache)
+    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back)
 
 
 def toy_evaluator(
@@ -215,6 +296,7 @@ def toy_evaluator(
     dtype: str = "float32",
     variant: str = "standard",
     cache: Cache | None = None,
+    drag_back: bool = False,
 ) -> Evaluator:
     """Toy-world metrics: DIFT on the trained toy model (dragbench/toy/weights) + a seeded random LPIPS trunk.
 
@@ -224,4 +306,4 @@ def toy_evaluator(
     """
     backbone = load_toy_backbone(device=device, dtype=dtype)
     fidelity = build_fidelity("random", seed=lpips_seed, device=device)
-    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache)
+    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back)

@@ -1,10 +1,11 @@
-"""Score any folder of edits in the official layout against DragBench (SPEC §3 MD and IF, with CIs).
+"""Score any folder of edits in the official layout against DragBench (every eval.metrics metric, with CIs).
 
     python -m eval.score EDITS_DIR --bench ROOT [--eval official|tiny] [--variant standard|masked|normalised]
                          [--out DIR] [--pretrained ID_OR_DIR] [--local-files-only]
 
 EDITS_DIR holds `<category>/<name>/dragged_image.png` (as DragDiffusion's scripts and experiments.run write).
-Missing edits are listed and counted as status=skipped, never fatal.
+Missing edits are listed and counted as status=skipped, never fatal. Each edit is scored by the same
+`Evaluator.score` a job calls (one loop over the declared metrics); Drag-Back needs the method, so not here.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from dragbench.backbone import MissingWeightsError
 from eval.aggregate import md_scale, summarize
 from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator, toy_evaluator
 from eval.mean_distance import MD_VARIANTS
+from eval.metrics import MEAN_DISTANCE, METRICS, Metric
 
 log = logging.getLogger(__name__)
 
 EDIT_FILE = "dragged_image.png"  # the official output layout's file name
-PAIR_COLUMNS = ["sample_id", "category", "pair", "handle_x", "handle_y", "target_x", "target_y",
-                "matched_x", "matched_y", "distance"]
+PAIR_COLUMNS = ["sample_id", "category", "pair", "handle_x", "handle_y", "target_x", "target_y"]
 EVALUATORS = {
     "official": official_evaluator,
     "tiny": tiny_evaluator,
@@ -38,6 +39,8 @@ EVALUATORS = {
 
 
 def _pair_rows(sample, score, labels: dict) -> list[dict]:
+    """scores_pairs.csv rows: the pair's points, then every per-pair metric's columns (as pairs.csv)."""
+    columns = score.pair_columns()
     return [
         dict(
             sample_id=sample.sample_id,
@@ -47,9 +50,7 @@ def _pair_rows(sample, score, labels: dict) -> list[dict]:
             handle_y=float(sample.handles[i, 1]),
             target_x=float(sample.targets[i, 0]),
             target_y=float(sample.targets[i, 1]),
-            matched_x=float(score.matched_xy[i, 0]),
-            matched_y=float(score.matched_xy[i, 1]),
-            distance=float(score.distances[i]),
+            **{name: float(values[i]) for name, values in columns.items()},
             **labels,
         )
         for i in range(sample.n_pairs)
@@ -77,7 +78,8 @@ def score_folder(
     sample_rows, pair_rows, missing = [], [], []
     for sample in load_bench(bench_root):
         row = dict(sample_id=sample.sample_id, category=sample.category, status="ok", error="",
-                   image_fidelity=np.nan, mean_distance=np.nan, n_pairs=sample.n_pairs, resized_from="",
+                   **{m.sample_column: np.nan for m in evaluator.metrics if m.sample_column is not None},
+                   n_pairs=sample.n_pairs, resized_from="",
                    eval_width=sample.width, eval_height=sample.height,
                    md_scale=md_scale(evaluator.variant, sample.width))  # the unit MD is measured in
         path = edits_dir / sample.sample_id / EDIT_FILE
@@ -88,32 +90,40 @@ def score_folder(
             try:
                 with Image.open(path) as img:
                     edited = np.asarray(img.convert("RGB"))
-                score = evaluator.score(sample, edited)
-            except (OSError, ValueError, RuntimeError) as err:  # one bad edit must not stop the scoring
+                score = evaluator.score(sample, edited)  # the scoring a job does (eval.metrics loop)
+                score.check_finite(sample.sample_id)
+            except (OSError, ValueError, RuntimeError, FloatingPointError) as err:  # one bad edit: go on
                 log.warning("%s: scoring failed: %s", sample.sample_id, err)
                 row.update(status="failed", error=f"{type(err).__name__}: {err}")
             else:
-                row.update(image_fidelity=score.image_fidelity, mean_distance=score.mean_distance,
+                row.update(**score.sample_columns(),
                            resized_from="x".join(map(str, score.resized_from_hw or ())))
                 pair_rows += _pair_rows(sample, score, labels)
         log.info("%s: %s MD=%.2f IF=%.4f", sample.sample_id, row["status"], row["mean_distance"],
                  row["image_fidelity"])
         sample_rows.append(dict(row, **labels))
     samples_df = pd.DataFrame(sample_rows)
-    pairs_df = pd.DataFrame(pair_rows, columns=[*PAIR_COLUMNS, *labels])
-    summary = dict(summarize(samples_df, pairs_df), **labels, missing=missing)
+    pair_columns = [*PAIR_COLUMNS, *(c for m in evaluator.metrics for c in m.pair_columns)]
+    pairs_df = pd.DataFrame(pair_rows, columns=[*pair_columns, *labels])
+    summary = dict(summarize(samples_df, pairs_df, metrics=evaluator.metrics), **labels, missing=missing)
     return samples_df, pairs_df, summary
 
 
+def _format_metric(metric: Metric, summary: dict) -> str:
+    value, (low, high) = summary[metric.name], summary[f"{metric.name}_ci"]
+    digits = metric.digits if metric.per == "pair" else 4
+    if metric.per == "pair":
+        detail = f"unit={summary['md_scale']}, {summary['n_pairs']} pairs"
+        if metric is MEAN_DISTANCE:
+            detail = f"variant={summary['md_variant']}, {detail}"
+    else:
+        detail = f"{summary['n_samples']} samples"
+    return f"{metric.label}  {value:.{digits}f}  (95% CI {low:.{digits}f}–{high:.{digits}f}; {detail})"
+
+
 def _format(summary: dict) -> str:
-    md_lo, md_hi = summary["mean_distance_ci"]
-    if_lo, if_hi = summary["image_fidelity_ci"]
-    md, fid = summary["mean_distance"], summary["image_fidelity"]
     lines = [
-        f"MD  {md:.2f}  (95% CI {md_lo:.2f}–{md_hi:.2f}; variant={summary['md_variant']}, "
-        f"unit={summary['md_scale']}, "
-        f"{summary['n_pairs']} pairs)",
-        f"IF  {fid:.4f}  (95% CI {if_lo:.4f}–{if_hi:.4f}; {summary['n_samples']} samples)",
+        *(_format_metric(m, summary) for m in METRICS if m.name in summary),
         f"weights={summary['weights']}  metric_version={summary['metric_version']}"
         + ("  (random weights: NOT comparable to published numbers)" if summary["weights"] != "real" else ""),
         f"failed={summary['n_failed']} skipped={summary['n_skipped']} unsupported={summary['n_unsupported']}",

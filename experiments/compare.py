@@ -12,22 +12,20 @@ import argparse
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from eval.metrics import METRICS, Metric
 from experiments.figures import NOT_COMPARABLE, MixedScaleError, check_md_scale, save_figure
 from experiments.results_store import METRICS_JSON, RESULTS_CSV, atomic_write_bytes, atomic_write_csv
 
 COLUMNS = (
     "run",
     "method",
-    "mean_distance",
-    "mean_distance_ci_low",
-    "mean_distance_ci_high",
-    "image_fidelity",
-    "image_fidelity_ci_low",
-    "image_fidelity_ci_high",
+    # every declared metric (eval.metrics): value, CI bounds; optional ones are dropped when no run has them
+    *(f"{m.name}{suffix}" for m in METRICS for suffix in ("", "_ci_low", "_ci_high")),
     "seconds_per_edit",
     "peak_mem_mb",
     "coverage",
@@ -48,17 +46,21 @@ def load_run(run_dir: str | Path) -> dict:
     results = pd.read_csv(run_dir / RESULTS_CSV)
     ok = results[results["status"] == "ok"]
     target = str((metrics.get("config") or {}).get("method", {}).get("_target_", "?"))
-    md_lo, md_hi = metrics["mean_distance_ci"]
-    if_lo, if_hi = metrics["image_fidelity_ci"]
+    values: dict = {}
+    for metric in METRICS:
+        if metric.name in metrics or not metric.optional:
+            low, high = metrics.get(f"{metric.name}_ci") or (math.nan, math.nan)
+            values.update(
+                {
+                    metric.name: metrics.get(metric.name, math.nan),
+                    f"{metric.name}_ci_low": low,
+                    f"{metric.name}_ci_high": high,
+                }
+            )
     return {
         "run": str(run_dir),
         "method": target.rsplit(".", 1)[-1],
-        "mean_distance": metrics["mean_distance"],
-        "mean_distance_ci_low": md_lo,
-        "mean_distance_ci_high": md_hi,
-        "image_fidelity": metrics["image_fidelity"],
-        "image_fidelity_ci_low": if_lo,
-        "image_fidelity_ci_high": if_hi,
+        **values,
         "seconds_per_edit": float(ok["seconds"].mean()) if len(ok) else math.nan,
         "peak_mem_mb": float(results["peak_mem_mb"].max()) if "peak_mem_mb" in results else math.nan,
         "coverage": len(ok) / len(results) if len(results) else math.nan,
@@ -80,7 +82,12 @@ def compare_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
     """
     table = pd.DataFrame([load_run(d) for d in run_dirs], columns=list(COLUMNS))
     check_md_scale(table["md_scale"], "compare")
-    return table
+    absent = [m for m in METRICS if m.optional and table[m.name].isna().all()]
+    return table.drop(columns=[f"{m.name}{s}" for m in absent for s in ("", "_ci_low", "_ci_high")])
+
+
+def _table_metrics(table: pd.DataFrame) -> list[Metric]:
+    return [m for m in METRICS if m.name in table]
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -94,17 +101,22 @@ def _with_ci(value: float, low: float, high: float, digits: int) -> str:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub Markdown table: MD and IF as "value [lo, hi]"."""
+    """A GitHub Markdown table: each metric (MD, IF, ...) as "value [lo, hi]"."""
+    metrics = _table_metrics(table)
+    head = " | ".join(f"{m.display} [95% CI]" for m in metrics)
     lines = [
-        "| method | MD (↓) [95% CI] | IF (↑) [95% CI] | s / edit | peak MB | coverage | failed | unsupported "
-        "| MD unit | weights | run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| method | {head} | s / edit | peak MB | coverage | failed | unsupported | MD unit | weights "
+        "| run |",
+        "|---" * (len(metrics) + 9) + "|",
     ]
-    for r in table.itertuples():
-        md = _with_ci(r.mean_distance, r.mean_distance_ci_low, r.mean_distance_ci_high, 2)
-        fid = _with_ci(r.image_fidelity, r.image_fidelity_ci_low, r.image_fidelity_ci_high, 3)
+    for r in table.to_dict("records"):
+        r = SimpleNamespace(**r)
+        cells = " | ".join(
+            _with_ci(*(getattr(r, f"{m.name}{s}") for s in ("", "_ci_low", "_ci_high")), m.digits)
+            for m in metrics
+        )
         lines.append(
-            f"| {r.method} | {md} | {fid} | {_fmt(r.seconds_per_edit, 2)} | {_fmt(r.peak_mem_mb, 0)} | "
+            f"| {r.method} | {cells} | {_fmt(r.seconds_per_edit, 2)} | {_fmt(r.peak_mem_mb, 0)} | "
             f"{r.n_ok}/{r.n_total} ({_fmt(100 * r.coverage, 0)}%) | {r.n_failed} | {r.n_unsupported} | "
             f"{r.md_scale} | {r.weights} | {r.run} |"
         )

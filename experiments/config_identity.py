@@ -30,6 +30,11 @@ RESULT_NEUTRAL_ANYWHERE = (
 RESULT_NEUTRAL_PATHS = (
     "method.lora_plan_steps",  # snapshots trained for sibling sweep points; results bit-identical (README)
 )
+# Result-changing keys added after job dirs already existed: at this value (the behaviour before the key
+# existed) they are left out of the hash, so those job dirs keep theirs; any other value is hashed.
+ADDED_AT_DEFAULT = {
+    "eval.drag_back": False,  # Drag-Back metrics (eval.metrics); true adds two metrics and a second edit
+}
 MAX_LISTED_KEYS = 8  # differing keys named in the refusal message before "(+N more)"
 
 
@@ -45,6 +50,8 @@ def _prune(node: Any, path: str = "") -> Any:
         dotted = f"{path}.{key}" if path else str(key)
         top_level_neutral = not path and key in RESULT_NEUTRAL_KEYS
         if top_level_neutral or key in RESULT_NEUTRAL_ANYWHERE or dotted in RESULT_NEUTRAL_PATHS:
+            continue
+        if dotted in ADDED_AT_DEFAULT and value == ADDED_AT_DEFAULT[dotted]:
             continue
         out[str(key)] = _prune(value, dotted)
     return out

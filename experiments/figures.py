@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
+from eval.metrics import MD_UNIT, METRICS, Metric
 from experiments.results_store import EDITED_IMAGE, EDITS_DIR, RESULTS_CSV
 
 log = logging.getLogger(__name__)
@@ -94,32 +95,51 @@ def _panels(summary: pd.DataFrame) -> list[tuple[Panel, pd.DataFrame]]:
     return [(p, rows) for p, rows in panels if p.knob in rows and rows[p.knob].nunique() > 1]
 
 
+LINE_STYLES = ("o-", "s--", "^:", "d-.")  # the 1st, 2nd, ... metric drawn on one axis
+
+
+def _drawn_metrics(rows: pd.DataFrame) -> list[Metric]:
+    """Declared metrics (eval.metrics) with a value in `rows`: core ones always, others when finite."""
+
+    def has_values(m: Metric) -> bool:
+        return m.name in rows and bool(np.isfinite(rows[m.name].to_numpy(dtype=float)).any())
+
+    return [m for m in METRICS if (not m.optional and m.name in rows) or (m.optional and has_values(m))]
+
+
 def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:
+    """Distances (MD-unit metrics) on the left axis, unitless ones (fidelities) on the right, CI bands."""
     ax_if = ax.twinx()
-    curves = [
-        (ax, "mean_distance", MD_COLOR, "MD (↓)", "o-"),
-        (ax_if, "image_fidelity", IF_COLOR, "IF (↑)", "o-"),
-    ]
-    if "gt_distance" in rows and np.isfinite(rows["gt_distance"].to_numpy(dtype=float)).any():
-        # Toy world: the ground-truth distance (true position of the dragged content), same axis as MD.
-        curves.append((ax, "gt_distance", MD_COLOR, "GT distance (↓)", "s--"))
-        ax.legend(handles=[], title="— MD  -- GT distance", title_fontsize=7, loc="upper left", frameon=False)
-    for axis, name, color, label, style in curves:
-        y = rows[name].to_numpy(dtype=float)
-        axis.plot(x, y, style, color=color, label=label)
-        low, high = f"{name}_ci_low", f"{name}_ci_high"
-        if low in rows and high in rows:
-            axis.fill_between(
-                x,
-                rows[low].to_numpy(dtype=float),
-                rows[high].to_numpy(dtype=float),
-                color=color,
-                alpha=0.2,
-                linewidth=0,
-            )
-        if name != "gt_distance":
-            axis.set_ylabel(label, color=color)
+    on_axis: dict[int, list[Metric]] = {0: [], 1: []}
+    for metric in _drawn_metrics(rows):
+        on_axis[0 if metric.unit == MD_UNIT else 1].append(metric)
+    for side, metrics in on_axis.items():
+        axis, color = (ax, MD_COLOR) if side == 0 else (ax_if, IF_COLOR)
+        for k, metric in enumerate(metrics):
+            y = rows[metric.name].to_numpy(dtype=float)
+            axis.plot(x, y, LINE_STYLES[k % len(LINE_STYLES)], color=color, label=metric.display)
+            low, high = f"{metric.name}_ci_low", f"{metric.name}_ci_high"
+            if low in rows and high in rows:
+                axis.fill_between(
+                    x,
+                    rows[low].to_numpy(dtype=float),
+                    rows[high].to_numpy(dtype=float),
+                    color=color,
+                    alpha=0.2,
+                    linewidth=0,
+                )
+        if metrics:
+            axis.set_ylabel(metrics[0].display, color=color)
             axis.tick_params(axis="y", colors=color)
+        if len(metrics) > 1:  # e.g. MD and the toy world's GT distance share the left axis
+            key = "  ".join(f"{LINE_STYLES[k][1:]} {m.label}" for k, m in enumerate(metrics))
+            axis.legend(
+                handles=[],
+                title=key,
+                title_fontsize=7,
+                loc="upper left" if side == 0 else "upper right",
+                frameon=False,
+            )
     _mark_failures(ax, x, rows)
     if default is not None:
         ax.axvline(default, color="gray", linestyle="--", linewidth=1)

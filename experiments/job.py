@@ -12,7 +12,7 @@ import random
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -125,8 +125,9 @@ def info_columns(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]:
+    """pairs.csv rows: the pair's points, the method's final point, then every per-pair metric's columns."""
     final = result.handles if result.handles is not None else np.full_like(sample.handles, np.nan)
-    gt = score.gt_distances if score.gt_distances is not None else np.full(sample.n_pairs, np.nan)
+    columns = score.pair_columns()  # eval.metrics: matched_x/y, distance, gt_distance, ...
     return [
         {
             "sample_id": sample.sample_id,
@@ -138,13 +139,31 @@ def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]
             "target_y": sample.targets[k, 1],
             "final_x": final[k, 0],
             "final_y": final[k, 1],
-            "matched_x": score.matched_xy[k, 0],
-            "matched_y": score.matched_xy[k, 1],
-            "distance": score.distances[k],
-            "gt_distance": gt[k],
+            **{name: values[k] for name, values in columns.items()},
         }
         for k in range(sample.n_pairs)
     ]
+
+
+def drag_back_sample(sample: DragSample, edited: np.ndarray) -> DragSample:
+    """The Drag-Back edit's input (DragLoRA): the edited image with handles and targets swapped.
+
+    The sample id stays; every per-image cache (LoRA, inversion, DIFT features) keys on image content, so
+    this edit never reuses the forward edit's entries.
+    """
+    swapped = dict(handles=sample.targets.copy(), targets=sample.handles.copy())
+    return replace(sample, image=np.asarray(edited), **swapped)
+
+
+def _drag_back(sample: DragSample, edited: np.ndarray, method: DragMethod, seed: int) -> np.ndarray:
+    """Edit `edited` back with the same method (seeded like the forward edit); the back-dragged image."""
+    back_sample = drag_back_sample(sample, edited)
+    seed_everything(seed)
+    back = method.edit(back_sample)
+    if back.status != "ok":
+        raise ValueError(f"Drag-Back: the method answered {back.status!r} on its edit of {sample.sample_id}")
+    check_result(back_sample, back)
+    return np.asarray(back.image)
 
 
 def process_sample(
@@ -190,15 +209,18 @@ def process_sample(
                 status="unsupported", error=str(result.info.get("reason", "")), seconds=edit_done - start
             )
             return SampleOutcome(row, result=None)
-        score = evaluator.score(sample, result.image)
-        if not (np.isfinite(score.mean_distance) and np.isfinite(score.image_fidelity)):
-            raise FloatingPointError(f"non-finite score: MD={score.mean_distance}, IF={score.image_fidelity}")
+        back = None
+        if getattr(evaluator, "drag_back", False):  # eval.drag_back: edit the result back, then score both
+            back = _drag_back(sample, result.image, method, seed)
+            row["seconds_drag_back"] = time.perf_counter() - edit_done
+        eval_start = time.perf_counter()
+        score = evaluator.score(sample, result.image, dragged_back=back)
+        score.check_finite(sample.sample_id)
         row.update(
-            mean_distance=float(score.mean_distance),
-            image_fidelity=float(score.image_fidelity),
+            **score.sample_columns(),  # one column per declared metric (eval.metrics)
             seconds=time.perf_counter() - start,
             seconds_edit=edit_done - start,
-            seconds_eval=time.perf_counter() - edit_done,
+            seconds_eval=time.perf_counter() - eval_start,
         )
         return SampleOutcome(row, _pair_rows(sample, result, score), result)
     except Exception as err:  # a bad sample must not stop the job: record it and go on (STYLE.md)
@@ -291,7 +313,9 @@ def run_job(
     ids = {s.sample_id for s in samples}  # aggregate over this dataset only
     results, pairs = store.results(), store.pairs()
     results, pairs = results[results["sample_id"].isin(ids)], pairs[pairs["sample_id"].isin(ids)]
-    metrics = {**summarize(results, pairs, n_boot=n_boot, seed=boot_seed), **constant}
+    active = getattr(evaluator, "metrics", None)  # eval.Evaluator.metrics: the declared metrics it measures
+    summary = summarize(results, pairs, n_boot=n_boot, seed=boot_seed, metrics=active)
+    metrics = {**summary, **constant}
     store.write_json(METRICS_JSON, metrics)
     log.info(
         "MD %.3f  IF %.4f  (%d ok, %d failed, %d unsupported; MD in %s) -> %s",

@@ -20,6 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
+from eval.metrics import CORE_METRICS
 from experiments.config_identity import ConfigMismatchError, config_diff, config_hash, mismatch_message
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ RESULT_COLUMNS = (
     "category",
     "status",
     "error",
-    "mean_distance",
-    "image_fidelity",
+    *(m.sample_column for m in CORE_METRICS if m.sample_column is not None),  # mean_distance, image_fidelity
     "md_scale",  # the unit of mean_distance (eval.aggregate.md_scale): px@<width>w or pct_of_max_side
     "eval_width",
     "eval_height",
@@ -58,11 +58,10 @@ PAIR_COLUMNS = (
     "target_y",
     "final_x",
     "final_y",
-    "matched_x",
-    "matched_y",
-    "distance",
-    "gt_distance",  # toy world only (ground truth); NaN elsewhere
+    # eval.metrics: matched_x, matched_y, distance (MD), gt_distance (toy world only; NaN elsewhere)
+    *(column for m in CORE_METRICS for column in m.pair_columns),
 )
+# Opt-in metrics (eval.drag_back) add their columns after these, in results.csv and pairs.csv alike.
 # Statuses after which a sample is never recomputed ("failed" is retried when retry_failed=True).
 FINAL_STATUSES = ("ok", "unsupported", "skipped")
 
@@ -141,8 +140,10 @@ class ResultsStore:
         return frame.reindex(columns=[*RESULT_COLUMNS, *extra])
 
     def pairs(self) -> pd.DataFrame:
-        """All per-pair rows so far (PAIR_COLUMNS)."""
-        return pd.DataFrame(self._pairs).reindex(columns=list(PAIR_COLUMNS))
+        """All per-pair rows so far: PAIR_COLUMNS first, then whatever else they carry (opt-in metrics)."""
+        frame = pd.DataFrame(self._pairs)
+        extra = [c for c in frame.columns if c not in PAIR_COLUMNS]
+        return frame.reindex(columns=[*PAIR_COLUMNS, *extra])
 
     def edited_image_path(self, sample_id: str) -> Path:
         """edits/<category>/<name>/dragged_image.png for a sample_id "<category>/<name>"."""

@@ -17,13 +17,14 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from eval.metrics import METRICS
 from experiments.results_store import METRICS_JSON, RESULTS_CSV, atomic_write_csv
 
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "summary.csv"
 FIGURE_STEM = "fig7"
-METRIC_COLUMNS = ("mean_distance", "image_fidelity", "gt_distance")  # gt_distance: toy world only
+METRIC_COLUMNS = tuple(m.name for m in METRICS)  # eval.metrics; empty where absent (no ground truth, opt-in)
 # Beside every MD / IF: how many samples it averages (n_ok) and how many it leaves out, and why.
 COUNT_COLUMNS = ("n_ok", "n_failed", "n_unsupported", "n_skipped", "n_total", "n_samples", "n_pairs")
 # md_scale: the unit of mean_distance (eval.aggregate.md_scale); config_hash: which config made the job.

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dragbench.sample import DragSample
+from eval.metrics import CORE_METRICS, METRICS
 from methods.base import EditResult
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,27 @@ WANDB_ENV_DEFAULTS = {
     "WANDB_DISABLE_CODE": "true",
     "WANDB_ERROR_REPORTING": "false",
 }
+METRIC_TABLE_COLUMNS = [m.sample_column for m in METRICS if m.sample_column is not None]  # eval.metrics
 TABLE_COLUMNS = [
     "sample_id",
     "category",
     "status",
     "original",
     "edited",
-    "mean_distance",
-    "image_fidelity",
+    *(c for m in CORE_METRICS if (c := m.sample_column) is not None),  # mean_distance, image_fidelity
     "n_pairs",
     "seconds",
     "error",
-]
+]  # + the columns of opt-in metrics (Drag-Back) when a row carries them
 DATA_DIR_ENV = "WANDB_DATA_DIR"  # where W&B stages artifact files (the table's images) until they are synced
 JOB_DATA_DIR = "data"  # <job>/wandb/data unless the user set WANDB_DATA_DIR
+
+
+def _table_columns(rows: list[dict]) -> list[str]:
+    """TABLE_COLUMNS, with the opt-in metric columns some row carries inserted after the core metrics."""
+    extra = [c for c in METRIC_TABLE_COLUMNS if c not in TABLE_COLUMNS and any(c in r for r in rows)]
+    at = TABLE_COLUMNS.index("n_pairs")
+    return [*TABLE_COLUMNS[:at], *extra, *TABLE_COLUMNS[at:]]
 
 
 def weights_tag(weights: str) -> str:
@@ -132,8 +140,10 @@ class WandbLogger:
                 yield self
             finally:
                 if self._table_rows:
+                    columns = _table_columns(self._table_rows)
+                    data = [[row.get(c) for c in columns] for row in self._table_rows]
                     with _staged_in(run_dir / "wandb" / JOB_DATA_DIR):
-                        run.log({"samples": wandb.Table(columns=TABLE_COLUMNS, data=self._table_rows)})
+                        run.log({"samples": wandb.Table(columns=columns, data=data)})
                 self.run, self._table_rows = None, []
 
     def log_sample(self, sample: DragSample, result: EditResult | None, row: dict) -> None:
@@ -144,7 +154,7 @@ class WandbLogger:
 
         metrics = {
             f"sample/{k}": row[k]
-            for k in ("mean_distance", "image_fidelity", "seconds")
+            for k in (*METRIC_TABLE_COLUMNS, "seconds")
             if isinstance(row.get(k), float) and math.isfinite(row[k])
         }
         metrics.update(
@@ -158,29 +168,19 @@ class WandbLogger:
                 edited = wandb.Image(
                     draw_drag(result.image, None, sample.handles, sample.targets, final=result.handles)
                 )
-        self._table_rows.append(
-            [
-                sample.sample_id,
-                sample.category,
-                row["status"],
-                original,
-                edited,
-                row.get("mean_distance"),
-                row.get("image_fidelity"),
-                row.get("n_pairs"),
-                row.get("seconds"),
-                row.get("error", ""),
-            ]
-        )
+        cells = {c: row.get(c) for c in TABLE_COLUMNS}
+        cells.update({c: row[c] for c in METRIC_TABLE_COLUMNS if c in row})  # opt-in metrics too
+        cells.update(original=original, edited=edited, error=row.get("error", ""))
+        self._table_rows.append(cells)
 
     def log_summary(self, metrics: dict) -> None:
-        """Write `md/all`, `if/all`, `md/<category>`, `if/<category>`, counts and CIs to the run summary."""
-        summary = {
-            "md/all": metrics["mean_distance"],
-            "if/all": metrics["image_fidelity"],
-            "md/ci": list(metrics["mean_distance_ci"]),
-            "if/ci": list(metrics["image_fidelity_ci"]),
-        }
+        """Write `<key>/all`, `<key>/ci`, `<key>/<category>` for every declared metric in `metrics` (md, if,
+        ...: eval.metrics wandb_key) and the counts to the run summary."""
+        reported = [m for m in METRICS if m.name in metrics]
+        summary: dict[str, Any] = {}
+        for m in reported:
+            summary[f"{m.wandb_key}/all"] = metrics[m.name]
+            summary[f"{m.wandb_key}/ci"] = list(metrics[f"{m.name}_ci"])
         for key in (
             "n_samples",
             "n_pairs",
@@ -196,7 +196,6 @@ class WandbLogger:
         ):
             summary[key] = metrics.get(key)
         for category, values in (metrics.get("per_category") or {}).items():
-            summary[f"md/{category}"] = values.get("mean_distance")
-            summary[f"if/{category}"] = values.get("image_fidelity")
+            summary.update({f"{m.wandb_key}/{category}": values.get(m.name) for m in reported})
         self.run.summary.update(summary)
         self.run.tags = tuple(self.run.tags or ()) + (weights_tag(str(metrics.get("weights"))),)
