@@ -53,7 +53,7 @@ def profile_edit(method: DragDiffusion, sample: DragSample, profile_path: str | 
         profiler.dump_stats(profile_path)
     stages = {k[len("time/"):]: v for k, v in result.info.items() if k.startswith("time/")}
     return {"wall": wall, "inside": calls.seconds(), "calls": calls, "stages": stages,
-            "iterations": result.info.get("drag_iterations")}
+            "iterations": result.info.get("iterations")}
 
 
 def main(argv: list[str] | None = None) -> None:

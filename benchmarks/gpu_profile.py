@@ -130,7 +130,7 @@ def profile_row(world: str, mode: str, device: str, knobs: dict) -> dict:
     peak = torch.cuda.max_memory_allocated(dev) / MB if dev.type == "cuda" else float("nan")
     stages = {k[len("time/"):]: v for k, v in result.info.items() if k.startswith("time/")}
     return {"world": world, "mode": mode, **stages, "wall": wall, "peak_mb": peak,
-            "unet_calls": calls.calls["unet"], "drag_iters": result.info["drag_iterations"],
+            "unet_calls": calls.calls["unet"], "drag_iters": result.info["iterations"],
             "host_syncs": syncs if dev.type == "cuda" else "n/a",
             "attention": "+".join(f"{k}x{v}" for k, v in processors.items())}
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dragbench.backbone import Backbone
-from dragbench.ddim_inversion import ddim_denoise, ddim_invert
+from dragbench.diffusion.ddim import ddim_denoise, ddim_invert
 from dragbench.sample import DragSample
 from dragbench.toy.model import load_toy_backbone
 from dragbench.toy.samples import toy_samples
@@ -43,9 +43,9 @@ def reconstruct(bb: Backbone, sample: DragSample) -> np.ndarray:
     """VAE mean → DDIM inversion 35/50 with the prompt → 35 DDIM steps back → decode; uint8 (H, W, 3)."""
     x = torch.tensor(sample.image, device=bb.device).permute(2, 0, 1)[None].to(bb.dtype) / 127.5 - 1
     z0 = bb.vae.encode(x).latent_dist.mean * bb.latent_scale  # (1, 4, h, w)
-    emb = bb.encode_prompt(sample.prompt)
-    zt = ddim_invert(bb.unet, z0, emb, bb.scheduler.config, N_INFERENCE_STEPS, INVERSION_STEP)
-    z0_hat = ddim_denoise(bb.unet, zt, emb, bb.scheduler.config, N_INFERENCE_STEPS, INVERSION_STEP)
+    cond = bb.condition(sample.prompt)
+    zt = ddim_invert(bb, z0, cond, bb.scheduler.config, N_INFERENCE_STEPS, INVERSION_STEP)
+    z0_hat = ddim_denoise(bb, zt, cond, bb.scheduler.config, N_INFERENCE_STEPS, INVERSION_STEP)
     out = bb.vae.decode(z0_hat / bb.latent_scale).sample.clamp(-1, 1)  # (1, 3, H, W)
     return ((out[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
 

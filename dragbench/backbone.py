@@ -18,6 +18,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from dragbench.diffusion.conditioning import Conditioning, unet_noise
 from dragbench.tokenizer_offline import build_offline_tokenizer
 from dragbench.weights import (  # noqa: F401  (MissingWeightsError: re-exported, its old home)
     MissingWeightsError,
@@ -102,6 +103,8 @@ TINY_TEXT_CONFIG = dict(
 class Backbone:
     """The components of a latent diffusion model, on one device and dtype.
 
+    Implements `dragbench.diffusion.ConditionedBackbone` (`condition`, `predict_noise`) for SD-1.x/2.x.
+
     Attributes:
         unet, vae, text_encoder, tokenizer, scheduler: the diffusers / transformers objects.
         device: torch device the models live on.
@@ -145,6 +148,16 @@ class Backbone:
             return_tensors="pt",
         ).input_ids.to(self.device)
         return self.text_encoder(ids)[0]
+
+    def condition(self, prompt: str | list[str]) -> Conditioning:
+        """The prompt(s) as the UNet's conditioning: `encode_prompt`'s states, no added conditioning."""
+        return Conditioning(encoder_hidden_states=self.encode_prompt(prompt))
+
+    def predict_noise(
+        self, latents: torch.Tensor, timestep: torch.Tensor | int, cond: Conditioning
+    ) -> torch.Tensor:
+        """Epsilon (B, 4, h, w) for latents (B, 4, h, w) at `timestep` under `cond`."""
+        return unet_noise(self.unet, latents, timestep, cond)
 
     @functools.cached_property
     def fingerprint(self) -> str:

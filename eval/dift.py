@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from dragbench.backbone import Backbone
-from dragbench.unet_features import UNetFeatureHooks
+from dragbench.diffusion.features import UNetFeatureHooks
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,32 @@
-"""The one small protocol every editing method implements (DESIGN.md "Core types")."""
+"""The one small protocol every editing method implements (DESIGN.md "Core types"), and what `info` holds."""
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 
 from dragbench.sample import DragSample
+
+# Keys every EditResult.info of status "ok" carries (the contract test asserts them for every
+# conf/method/*.yaml); results.csv has a column for each:
+REQUIRED_INFO = {
+    "iterations": "int >= 0: optimisation iterations the edit ran (drag-loop iterations entered; 0 for a "
+    "method without a loop). results.csv column `iterations`.",
+    "time/<stage>": "float >= 0: wall seconds of each stage (at least one, e.g. time/lora, time/drag); "
+    "results.csv column `seconds_<stage>`.",
+    "peak_mem_mb": "float > 0: `peak_memory_mb(device)` at the end of the edit: on CUDA the peak of "
+    "torch.cuda.max_memory_allocated since `reset_peak_memory(device)` at the start of the edit; elsewhere "
+    "the process's peak resident set size so far (ru_maxrss; it cannot be reset, so it is the job's peak up "
+    "to this edit). MiB.",
+}
 
 
 @dataclass
@@ -18,7 +37,8 @@ class EditResult:
         image: uint8 array (H, W, 3), same H x W as the input sample.
         handles: final tracked handle points (N, 2) in (x, y) image pixels, or None if the method
             does not track points.
-        info: anything worth logging: seconds per stage (`time/<stage>`), iterations, peak memory, ...
+        info: the `REQUIRED_INFO` keys (`iterations`, `time/<stage>`, `peak_mem_mb`), plus anything else
+            worth logging (scalars become results.csv columns).
         status: "ok", or "unsupported" when the method cannot handle this sample (reason in info["reason"]).
     """
 
@@ -37,3 +57,45 @@ class DragMethod(Protocol):
     """
 
     def edit(self, sample: DragSample) -> EditResult: ...
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    """Start of an edit: reset CUDA's peak counter (no-op elsewhere: the process peak RSS cannot be reset)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device | str) -> float:
+    """`peak_mem_mb` as `REQUIRED_INFO` defines it, in MiB."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak * (1 if sys.platform == "darwin" else 1024) / 2**20
+
+
+class StageTimes:
+    """Wall seconds per stage, as the `time/<stage>` info keys.
+
+    Example:
+        >>> times = StageTimes()
+        >>> with times.stage("drag"):
+        ...     pass
+        >>> sorted(times.info())
+        ['time/drag']
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def info(self) -> dict[str, float]:
+        return {f"time/{name}": seconds for name, seconds in self.seconds.items()}

@@ -6,10 +6,8 @@ fastest method for smoke-testing the whole harness.
 
 from __future__ import annotations
 
-import time
-
 from dragbench.sample import DragSample
-from methods.base import EditResult
+from methods.base import EditResult, StageTimes, peak_memory_mb
 
 
 class Identity:
@@ -26,8 +24,8 @@ class Identity:
         Returns:
             EditResult with a copy of `sample.image`, `handles=None`, zero iterations.
         """
-        start = time.perf_counter()
-        image = sample.image.copy()
-        return EditResult(
-            image=image, handles=None, info={"iterations": 0, "time/edit": time.perf_counter() - start}
-        )
+        times = StageTimes()
+        with times.stage("edit"):
+            image = sample.image.copy()
+        info = {"iterations": 0, **times.info(), "peak_mem_mb": peak_memory_mb("cpu")}
+        return EditResult(image=image, handles=None, info=info)

@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from dragbench.backbone import DDIM_CONFIG
-from dragbench.ddim_inversion import ddim_denoise, ddim_invert, denoising_timesteps, drag_timestep
+from dragbench.diffusion.ddim import ddim_denoise, ddim_invert, denoising_timesteps, drag_timestep
 
 CONFIG = DDIMScheduler(**DDIM_CONFIG).config
 
@@ -25,6 +25,9 @@ class ConstantEps(torch.nn.Module):
     def forward(self, latents, t, encoder_hidden_states=None):
         self.calls.append(int(t))
         return SimpleNamespace(sample=self.eps.expand_as(latents))
+
+    def predict_noise(self, latents, t, cond):  # the ConditionedBackbone interface ddim_* call
+        return self.forward(latents, t).sample
 
 
 def test_timesteps_and_drag_timestep():
@@ -77,9 +80,9 @@ def test_invert_then_denoise_reconstructs_on_the_tiny_model(tiny_backbone):
     image = torch.rand(1, 3, 64, 64, generator=gen) * 2 - 1
     with torch.no_grad():
         z0 = bb.vae.encode(image).latent_dist.mean * bb.latent_scale
-    emb = bb.encode_prompt("a photo of a dog")
-    one = ddim_denoise(bb.unet, ddim_invert(bb.unet, z0, emb, CONFIG, 50, 1), emb, CONFIG, 50, 1)
+    cond = bb.condition("a photo of a dog")
+    one = ddim_denoise(bb, ddim_invert(bb, z0, cond, CONFIG, 50, 1), cond, CONFIG, 50, 1)
     assert (one - z0).abs().max() < 2e-3
-    zt = ddim_invert(bb.unet, z0, emb, CONFIG, 50, 5)
-    five = ddim_denoise(bb.unet, zt, emb, CONFIG, 50, 5)
+    zt = ddim_invert(bb, z0, cond, CONFIG, 50, 5)
+    five = ddim_denoise(bb, zt, cond, CONFIG, 50, 5)
     assert (five - z0).abs().mean() < 0.3 * (zt - z0).abs().mean()

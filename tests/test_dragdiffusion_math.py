@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.dragdiffusion.drag_loop import drag_latent
+from dragbench.diffusion.drag_loop import drag_latent
+from dragbench.diffusion.mask_term import mask_term, mask_to_latent
+from dragbench.diffusion.motion_supervision import motion_supervision_loss, sample_shifted_patch
+from dragbench.diffusion.point_tracking import all_reached, clipped_window, track_points
 from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
-from methods.dragdiffusion.mask_term import mask_term, mask_to_latent
-from methods.dragdiffusion.motion_supervision import motion_supervision_loss, sample_shifted_patch
-from methods.dragdiffusion.point_tracking import all_reached, clipped_window, track_points
 
 
 # ---------------------------------------------------------------- geometry
@@ -190,8 +190,6 @@ def _drag_blob(lam: float):
         mask,
         lr=0.05,
         max_iters=60,
-        r1=1,
-        r2=3,
         lam=lam,
         stop_distance=2.0,
     )
@@ -223,8 +221,6 @@ def test_empty_mask_means_no_mask_term():
             torch.zeros(1, 1, 16, 16),
             lr=0.05,
             max_iters=3,
-            r1=1,
-            r2=3,
             lam=lam,
             stop_distance=2.0,
         )

@@ -15,8 +15,8 @@ from PIL import Image
 from dragbench import InvalidSampleError, load_sample
 from dragbench.backbone import MissingWeightsError, load_pretrained
 from dragbench.cache import Cache
+from dragbench.diffusion.features import UNetFeatureHooks
 from dragbench.sample import DragSample
-from dragbench.unet_features import UNetFeatureHooks
 from methods.base import EditResult
 from methods.dragdiffusion.method import DragDiffusion
 
@@ -27,7 +27,7 @@ INFO_KEYS = {
     "time/inversion",
     "time/drag",
     "time/denoise",
-    "drag_iterations",
+    "iterations",
     "optimizer_steps",
     "reached_targets",
     "losses",
@@ -132,7 +132,7 @@ def test_edit_real_sample_end_to_end_is_deterministic_and_leaves_the_backbone_al
     assert INFO_KEYS <= set(first.info)
     assert first.info["weights"] == "random" and first.info["drag_timestep"] == 681
     assert (
-        1 <= first.info["drag_iterations"] <= 4 and len(first.info["losses"]) == first.info["optimizer_steps"]
+        1 <= first.info["iterations"] <= 4 and len(first.info["losses"]) == first.info["optimizer_steps"]
     )
     assert np.isfinite(first.info["losses"]).all() and first.info["peak_mem_mb"] > 0
     assert first.handles.shape == real_sample.handles.shape

@@ -9,11 +9,8 @@ import torch
 
 from dragbench.backbone import build_tiny
 from dragbench.cache import Cache
-from methods.dragdiffusion import lora as lora_module
-from methods.dragdiffusion.drag_loop import drag_latent
-from methods.dragdiffusion.lora import LoraTrainer
-from methods.dragdiffusion.method import DragDiffusion
-from methods.dragdiffusion.precision import (
+from dragbench.diffusion.drag_loop import drag_latent
+from dragbench.diffusion.precision import (
     FP32,
     PLANS,
     StagePrecision,
@@ -21,6 +18,9 @@ from methods.dragdiffusion.precision import (
     resolve_precision,
     weights_in,
 )
+from methods.dragdiffusion import lora as lora_module
+from methods.dragdiffusion.lora import LoraTrainer
+from methods.dragdiffusion.method import DragDiffusion
 
 OFFICIAL = PLANS["official_fp16"]
 FAST = dict(lora_steps=2, max_iters=3, n_inference_steps=10, inversion_step=7)  # short tiny runs
@@ -113,7 +113,7 @@ def _drag(forward, latent0: torch.Tensor, precision: StagePrecision):
     targets = torch.tensor([[4.0, 12.0]])
     mask = torch.ones(1, 1, 16, 16)
     mask[..., :, 10:] = 0
-    return drag_latent(latent0, forward, handles, targets, mask, lr=0.01, max_iters=4, r1=1, r2=3, lam=0.1,
+    return drag_latent(latent0, forward, handles, targets, mask, lr=0.01, max_iters=4, lam=0.1,
                        stop_distance=2.0, precision=precision)
 
 

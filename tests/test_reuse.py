@@ -29,7 +29,7 @@ def test_second_identical_point_trains_and_inverts_nothing(tiny_backbone, tiny_s
     sample = tiny_samples[0]
     first, calls1, steps1, stats1 = _edit(tiny_backbone, sample, tmp_path)
     second, calls2, steps2, stats2 = _edit(tiny_backbone, sample, tmp_path)  # a new job, same knobs
-    iters = second.info["drag_iterations"]
+    iters = second.info["iterations"]
     assert steps1 == KNOBS["lora_steps"] and steps2 == 0
     assert stats1 == {"lora/miss": 1, "inversion/miss": 1}
     assert stats2 == {"lora/hit": 1, "inversion/hit": 1}

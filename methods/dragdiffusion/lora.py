@@ -23,6 +23,7 @@ from diffusers import UNet2DConditionModel
 from torch import Tensor
 
 from dragbench.backbone import Backbone
+from dragbench.diffusion.precision import StagePrecision, weights_in
 from dragbench.progress import track
 from methods.dragdiffusion.lora_adapter import (
     LoraStateDict,
@@ -33,7 +34,6 @@ from methods.dragdiffusion.lora_adapter import (
     save_lora,
 )
 from methods.dragdiffusion.lora_augment import CropLatentSampler
-from methods.dragdiffusion.precision import StagePrecision, weights_in
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,9 @@
 """DragDiffusion on a real image (SPEC §2): LoRA -> DDIM inversion -> latent drag -> guided denoising.
 
+A composition of `dragbench.diffusion` pieces (`DragDiffusion.run` numbers the steps); what is
+DragDiffusion's own is the configuration: the supervision grid (`geometry.py`), the defaults, and which
+attention processors each stage runs with (as the official code).
+
 Reproduces the official DragBench path (`run_drag` of Yujun-Shi/DragDiffusion); the official-ref README
 describes each behaviour and `tests/test_official_ref.py` checks the numbers. Numeric precision per stage is
 the `precision` knob (`precision.py`; README.md "Precision": where each mode differs from the official code).
@@ -10,26 +14,27 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 import torch.nn.functional as F
 
 from dragbench.backbone import Backbone
-from dragbench.ddim_inversion import ddim_denoise, ddim_invert, drag_timestep
+from dragbench.diffusion.attention import MutualSelfAttention, classic_attention, self_attention_layers
+from dragbench.diffusion.conditioning import Conditioning
+from dragbench.diffusion.ddim import ddim_denoise, decode_latents, drag_timestep, invert_image
+from dragbench.diffusion.drag_loop import DragLoopResult, MotionLoss, PointTracker, drag_latent
+from dragbench.diffusion.features import UNetFeatureHooks
+from dragbench.diffusion.mask_term import mask_to_latent
+from dragbench.diffusion.motion_supervision import PatchMotionSupervision
+from dragbench.diffusion.point_tracking import NearestNeighbourTracker
+from dragbench.diffusion.precision import PRECISION_CHOICES, PrecisionPlan, resolve_precision
 from dragbench.sample import DragSample
-from dragbench.unet_features import UNetFeatureHooks
 from dragbench.validation import validate_sample
-from methods.base import EditResult
-from methods.dragdiffusion.drag_loop import DragLoopResult, drag_latent
+from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
 from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
-from methods.dragdiffusion.mask_term import mask_to_latent
-from methods.dragdiffusion.mutual_self_attention import MutualSelfAttention, classic_attention
-from methods.dragdiffusion.precision import PRECISION_CHOICES, PrecisionPlan, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +79,12 @@ class DragDiffusion:
         unet_block: 1-based decoder block whose output are the features (block b = `unet.up_blocks[b-1]`).
         latent_lr: Adam learning rate on z_t.
         max_iters: drag-loop iterations at most.
-        r1: motion-supervision patch radius (supervision-grid px).
-        r2: point-tracking search radius (grid px).
+        r1: motion-supervision patch radius (supervision-grid px), for the default `motion_loss`.
+        r2: point-tracking search radius (grid px), for the default `point_tracker`.
         lam: mask-term weight.
         stop_distance: all handles closer than this (grid px) -> stop; closer pairs are not supervised.
-        start_layer: first self-attention layer (execution order) under mutual self-attention.
+        start_layer: first self-attention layer under mutual self-attention, 0-based in execution order
+            over this backbone's UNet (`self_attention_layers`: SD-1.5 has 16, so 10 = the last six).
         start_step: first denoising step (from 0) under mutual self-attention.
         lora_steps: LoRA fine-tuning steps (0 = no LoRA).
         lora_rank: LoRA rank (alpha = rank).
@@ -95,6 +101,10 @@ class DragDiffusion:
             "auto" = official_fp16 on CUDA, fp32 elsewhere. Resolved once here (`precision_plan`) and
             recorded in every EditResult.info. The backbone must hold float32 weights (model.dtype=float32):
             the fp16 weights of a stage are a temporary copy.
+        point_tracker: the drag loop's point tracker (`dragbench.diffusion.drag_loop.PointTracker`);
+            None = DragDiffusion's `NearestNeighbourTracker(radius=r2)`.
+        motion_loss: the drag loop's motion-supervision loss (`MotionLoss`); None = DragDiffusion's
+            `PatchMotionSupervision(radius=r1, skip_distance=stop_distance)`.
     """
 
     def __init__(
@@ -120,6 +130,8 @@ class DragDiffusion:
         seed: int = 42,
         cache: Any | None = None,
         precision: str = "auto",
+        point_tracker: PointTracker | None = None,
+        motion_loss: MotionLoss | None = None,
     ) -> None:
         n_blocks = len(backbone.unet.up_blocks)
         if not 1 <= unet_block <= n_blocks:
@@ -141,6 +153,12 @@ class DragDiffusion:
                 f"model.dtype={str(backbone.dtype).removeprefix('torch.')}: DragDiffusion needs float32 "
                 "weights and casts per stage itself; set model.dtype=float32 and choose method.precision "
                 f"from {PRECISION_CHOICES} (official_fp16 = the official fp16 mixed precision)"
+            )
+        n_layers = len(self_attention_layers(backbone.unet))
+        if not 0 <= start_layer <= n_layers:
+            raise ValueError(
+                f"start_layer={start_layer} but this UNet has {n_layers} self-attention layers "
+                f"(execution order, 0-based): set method.start_layer in 0..{n_layers}"
             )
         if lora_steps < 0:
             raise ValueError(f"lora_steps must be >= 0, got {lora_steps}")
@@ -167,21 +185,24 @@ class DragDiffusion:
         if cache is not None:
             _ = backbone.fingerprint  # read once now, before any LoRA adapter is applied to the shared UNet
         self.precision = precision
+        self.point_tracker = NearestNeighbourTracker(radius=r2) if point_tracker is None else point_tracker
+        if motion_loss is None:
+            motion_loss = PatchMotionSupervision(radius=r1, skip_distance=stop_distance)
+        self.motion_loss = motion_loss
 
     # ------------------------------------------------------------------ public API
     def edit(self, sample: DragSample) -> EditResult:
         """Drag-edit one sample; returns the edited image (input H x W), final handles (x, y) and info."""
-        if self.backbone.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.backbone.device)
+        reset_peak_memory(self.backbone.device)
         trace = self.run(sample)
         handles_xy = grid_rc_to_xy(trace.drag.handles_rc, (sample.height, sample.width), trace.grid_hw)
         info = {
             **{f"time/{k}": v for k, v in trace.times.items()},
-            "drag_iterations": trace.drag.iterations,
+            "iterations": trace.drag.iterations,
             "optimizer_steps": trace.drag.steps,
             "reached_targets": trace.drag.reached,
             "losses": list(trace.drag.losses),
-            "peak_mem_mb": self._peak_mem_mb(),
+            "peak_mem_mb": peak_memory_mb(self.backbone.device),
             "weights": self.backbone.weights,
             "drag_timestep": trace.timestep,
             "internal_hw": [sample.height, sample.width],  # run at the input size, as official (no resize)
@@ -199,26 +220,22 @@ class DragDiffusion:
         # 0. validate and seed (SPEC §2: seed 42 before every sample)
         validate_sample(sample)
         torch.manual_seed(self.seed)
-        times: dict[str, float] = {}
+        times = StageTimes()
         grid_hw, handles_rc, targets_rc = self.grid_points(sample)
-
-        # 1. LoRA on the sample (train or fetch snapshots), applied to the shared UNet inside the block
-        start = time.perf_counter()
-        lora_state = self._lora(sample)
-        times["lora"] = time.perf_counter() - start
+        # 1. per-image LoRA: train or fetch snapshots (dragbench.diffusion.lora)
+        with times.stage("lora"):
+            lora_state = self._lora(sample)
+        # ... applied to the shared UNet for steps 2-4, removed on exit
         with self._lora_context(lora_state):
-            # 2. DDIM inversion to t (cached)
-            start = time.perf_counter()
-            inverted = self.invert(sample, lora_state)
-            times["inversion"] = time.perf_counter() - start
-            # 3. drag loop on z_t
-            start = time.perf_counter()
-            drag = self.drag(sample, inverted, lora_active=lora_state is not None)
-            times["drag"] = time.perf_counter() - start
-            # 4. denoise [reference, edited] with mutual self-attention; decode
-            start = time.perf_counter()
-            reference_float, edited_float = self._denoise_and_decode(sample.prompt, inverted, drag.latent)
-            times["denoise"] = time.perf_counter() - start
+            # 2. DDIM inversion to t (dragbench.diffusion.ddim, cached)
+            with times.stage("inversion"):
+                inverted = self.invert(sample, lora_state)
+            # 3. drag loop on z_t (dragbench.diffusion.drag_loop with this method's tracker and loss)
+            with times.stage("drag"):
+                drag = self.drag(sample, inverted, lora_active=lora_state is not None)
+            # 4. denoise [reference, edited] under mutual self-attention (dragbench.diffusion.attention)
+            with times.stage("denoise"):
+                reference_float, edited_float = self.denoise(sample.prompt, inverted, drag.latent)
         # 5. back to the input size, uint8 by truncation (as official)
         image = self._to_uint8(edited_float, (sample.height, sample.width))
         log.info(
@@ -226,7 +243,7 @@ class DragDiffusion:
             sample.sample_id,
             drag.iterations,
             drag.reached,
-            sum(times.values()),
+            sum(times.seconds.values()),
         )
         return DragDiffusionTrace(
             token_ids=self._token_ids(sample.prompt),
@@ -239,7 +256,7 @@ class DragDiffusion:
             edited_float=edited_float,
             reference_float=reference_float,
             image=image,
-            times=times,
+            times=dict(times.seconds),
         )
 
     @property
@@ -260,10 +277,20 @@ class DragDiffusion:
 
         Uses the cache when one was given. `lora_state` only enters the cache key: the caller applies it.
         """
+        bb = self.backbone
         stage = self.precision_plan.inversion
-        with self._attention_for_optimisation(lora_state is not None):
-            with stage.autocast_context(self.backbone.device.type):
-                return self._invert(sample, self.backbone.encode_prompt(sample.prompt), lora_state)
+        key: dict[str, Any] = {
+            "prompt": sample.prompt,
+            "lora_sha256": None if lora_state is None else _sha256_state(lora_state),
+            "attention": "classic" if lora_state is None else "sdpa",
+        }
+        if stage.autocast is not None:
+            key["autocast"] = str(stage.autocast)
+        with self._attention_for_optimisation(lora_state is not None), stage.autocast_context(bb.device.type):
+            cond = bb.condition(sample.prompt)
+            return invert_image(
+                bb, sample.image, cond, self.n_inference_steps, self.inversion_step, cache=self.cache, key=key
+            )
 
     def drag(self, sample: DragSample, inverted: torch.Tensor, lora_active: bool = False) -> DragLoopResult:
         """Optimise z_t so the handles' features move to the targets (the drag loop at `self.timestep`).
@@ -277,9 +304,36 @@ class DragDiffusion:
         grid_hw, handles_rc, targets_rc = self.grid_points(sample)
         mask = torch.tensor(np.asarray(sample.mask), device=bb.device)
         mask_latent = mask_to_latent(mask, grid_hw, tuple(inverted.shape[-2:]))  # (1, 1, h, w)
-        text_emb = bb.encode_prompt(sample.prompt)  # (1, 77, D)
+        cond = bb.condition(sample.prompt)  # batch 1
         with self._attention_for_optimisation(lora_active):
-            return self._drag(inverted, text_emb, self.timestep, handles_rc, targets_rc, mask_latent, grid_hw)
+            return self._drag(inverted, cond, self.timestep, handles_rc, targets_rc, mask_latent, grid_hw)
+
+    @torch.no_grad()
+    def denoise(
+        self, prompt: str, inverted: torch.Tensor, dragged: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denoise the batch [reference z_t, dragged z_t] under mutual self-attention and decode both.
+
+        Returns:
+            (reference, edited), each (1, 3, 8h, 8w) in [0, 1].
+        """
+        bb = self.backbone
+        latents = torch.cat([inverted, dragged.to(inverted.dtype)], dim=0)  # (2, 4, h, w): [ref, edited]
+        cond = bb.condition([prompt, prompt])  # batch 2, one encoder call as the official pipeline call
+        with MutualSelfAttention(
+            bb.unet, start_layer=self.start_layer, start_step=self.start_step
+        ) as control, self.precision_plan.denoise.autocast_context(bb.device.type):
+            latents = ddim_denoise(
+                bb,
+                latents,
+                cond,
+                bb.scheduler.config,
+                self.n_inference_steps,
+                self.inversion_step,
+                step_callback=control.on_step,
+            )
+        images = decode_latents(bb, latents)  # (2, 3, 8h, 8w)
+        return images[0:1], images[1:2]
 
     # ------------------------------------------------------------------ steps
     def _token_ids(self, prompt: str) -> torch.Tensor:
@@ -324,49 +378,10 @@ class DragDiffusion:
         # processors (SDPA). The two differ by ~1e-6 on the UNet output.
         return contextlib.nullcontext() if lora_active else classic_attention(self.backbone.unet)
 
-    @torch.no_grad()
-    def _encode_image(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 (H, W, 3) -> VAE posterior mean x latent scale, (1, 4, h, w)."""
-        bb = self.backbone
-        x = torch.tensor(np.asarray(image)).float() / 127.5 - 1  # (H, W, 3) in [-1, 1]
-        x = x.permute(2, 0, 1)[None].to(bb.device, bb.dtype)  # (1, 3, H, W)
-        return bb.vae.encode(x).latent_dist.mean * bb.latent_scale
-
-    def _invert(
-        self, sample: DragSample, text_emb: torch.Tensor, lora_state: dict[str, torch.Tensor] | None
-    ) -> torch.Tensor:
-        bb = self.backbone
-
-        def compute() -> dict[str, torch.Tensor]:
-            latent = self._encode_image(sample.image)
-            z = ddim_invert(
-                bb.unet, latent, text_emb, bb.scheduler.config, self.n_inference_steps, self.inversion_step
-            )
-            return {"latent": z.detach().cpu()}
-
-        if self.cache is None:
-            return compute()["latent"].to(bb.device)
-        inputs = {
-            "image_sha256": _sha256_array(sample.image),
-            "prompt": sample.prompt,
-            "model": bb.fingerprint,
-            "device": str(bb.device),
-            "dtype": str(bb.dtype),
-            "lora_sha256": None if lora_state is None else _sha256_state(lora_state),
-            "n_inference_steps": self.n_inference_steps,
-            "inversion_step": self.inversion_step,
-            "attention": "classic" if lora_state is None else "sdpa",
-        }
-        if self.precision_plan.inversion.autocast is not None:  # keys without autocast stay as they were
-            inputs["autocast"] = str(self.precision_plan.inversion.autocast)
-        # producers: this module (encoding + the attention choice) and, through its imports, ddim_inversion
-        entry = self.cache.get_or_compute("inversion", inputs, compute, producers=(__name__,))
-        return entry["latent"].to(bb.device)
-
     def _drag(
         self,
         inverted: torch.Tensor,
-        text_emb: torch.Tensor,
+        cond: Conditioning,
         timestep: int,
         handles_rc: torch.Tensor,
         targets_rc: torch.Tensor,
@@ -380,7 +395,7 @@ class DragDiffusion:
         with UNetFeatureHooks(bb.unet, [block]) as hooks:
 
             def forward(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                eps = bb.unet(latent, timestep, encoder_hidden_states=text_emb).sample
+                eps = bb.predict_noise(latent, timestep, cond)
                 feats = F.interpolate(hooks.features[block], grid_hw, mode="bilinear")  # (1, C, gh, gw)
                 x_prev = scheduler.step(eps, timestep, latent).prev_sample  # (1, 4, h, w)
                 return feats, x_prev
@@ -393,56 +408,18 @@ class DragDiffusion:
                 mask_latent,
                 lr=self.latent_lr,
                 max_iters=self.max_iters,
-                r1=self.r1,
-                r2=self.r2,
                 lam=self.lam,
                 stop_distance=self.stop_distance,
+                tracker=self.point_tracker,
+                motion_loss=self.motion_loss,
                 precision=self.precision_plan.drag,
             )
-
-    @torch.no_grad()
-    def _denoise_and_decode(
-        self, prompt: str, inverted: torch.Tensor, dragged: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        bb = self.backbone
-        latents = torch.cat(
-            [inverted, dragged.to(inverted.dtype)], dim=0
-        )  # (2, 4, h, w): [reference, edited]
-        text_emb = bb.encode_prompt([prompt, prompt])  # (2, 77, D), one batch as the official pipeline call
-        with MutualSelfAttention(
-            bb.unet, start_layer=self.start_layer, start_step=self.start_step
-        ) as control, self.precision_plan.denoise.autocast_context(bb.device.type):
-            latents = ddim_denoise(
-                bb.unet,
-                latents,
-                text_emb,
-                bb.scheduler.config,
-                self.n_inference_steps,
-                self.inversion_step,
-                step_callback=control.on_step,
-            )
-        images = bb.vae.decode(latents * (1 / bb.latent_scale)).sample  # (2, 3, 8h, 8w) in [-1, 1]
-        images = (images / 2 + 0.5).clamp(0, 1)
-        return images[0:1], images[1:2]
 
     @staticmethod
     def _to_uint8(image_float: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
         resized = F.interpolate(image_float.float(), image_hw, mode="bilinear")  # (1, 3, H, W)
         array = resized[0].permute(1, 2, 0).cpu().numpy()  # (H, W, 3) in [0, 1]
         return (array * 255).astype(np.uint8)  # truncation, as the official script
-
-    def _peak_mem_mb(self) -> float:
-        if self.backbone.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.backbone.device) / 2**20
-        return psutil.Process().memory_info().rss / 2**20
-
-
-def _sha256_array(array: np.ndarray) -> str:
-    array = np.ascontiguousarray(array)
-    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()
-
 
 def _sha256_state(state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()

@@ -5,8 +5,6 @@ GAN-invert, run the DragGAN loop (W+ motion supervision + nearest-neighbour trac
 from __future__ import annotations
 
 import logging
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from dragbench.backbone import resolve_device
 from dragbench.progress import track
 from dragbench.sample import DragSample, rc_to_xy, xy_to_rc
 from dragbench.weights import STYLEGAN2_URLS, WeightFile, downloads_allowed, url_file_requirement
-from methods.base import EditResult
+from methods.base import EditResult, peak_memory_mb, reset_peak_memory
 from methods.draggan import motion
 from methods.draggan.canvas import CANVAS_MODES, image_to_square, mask_to_square, paste_square, plan_square
 from methods.draggan.checkpoint import load_generator
@@ -61,13 +59,6 @@ def to_uint8_image(image: Tensor) -> np.ndarray:
     """(1, 3, H, W) in [-1, 1] -> uint8 (H, W, 3) (official rounding: x * 127.5 + 128, clamped)."""
     x = (image[0].detach() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     return x.permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # process peak: bytes on macOS, KiB on Linux
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 class DragGAN:
@@ -287,6 +278,7 @@ class DragGAN:
     def edit(self, sample: DragSample) -> EditResult:
         """Edit one sample: 1 route, 2 map into the square domain, 3 invert, 4 drag, 5 composite back."""
         torch.manual_seed(self.seed)
+        reset_peak_memory(self.device)
         name = route(sample.category, self.routing)  # 1. route
         if name is None:
             reason = f"no StyleGAN2 configured for category {sample.category!r} (method.routing)"
@@ -317,7 +309,7 @@ class DragGAN:
             "time/drag": t2 - t1,
             "iterations": out.iterations,
             "reached_targets": out.reached,
-            "peak_mem_mb": _peak_mem_mb(self.device),
+            "peak_mem_mb": peak_memory_mb(self.device),  # methods.base.REQUIRED_INFO
             "weights": weights,
             "generator": name,
             "mapping": mapping.as_dict(),

@@ -1,8 +1,10 @@
-"""DragDiffusion's latent optimisation loop (SPEC §2; official-ref README "Drag loop (at t = 681)").
+"""The latent-optimisation drag loop (DragDiffusion's, SPEC §2; official-ref README "Drag loop (at t = 681)").
 
 Each iteration: features of the current latent -> point tracking (not in the first) -> stop check ->
-motion supervision + mask term -> one Adam step. The feature function is injected, so the loop is
-testable with any differentiable map from latent to (features, one-step-denoised latent).
+motion supervision + mask term -> one Adam step. The feature function, the point tracker and the
+motion-supervision loss are parameters (DragDiffusion's `NearestNeighbourTracker` and
+`PatchMotionSupervision` are the defaults), so a method that changes one of them reuses the rest; the loop
+is testable with any differentiable map from latent to (features, one-step-denoised latent).
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dragbench.diffusion.mask_term import mask_term
+from dragbench.diffusion.motion_supervision import PatchMotionSupervision
+from dragbench.diffusion.point_tracking import NearestNeighbourTracker, all_reached
+from dragbench.diffusion.precision import FP32, StagePrecision
 from dragbench.progress import track
-from methods.dragdiffusion.mask_term import mask_term
-from methods.dragdiffusion.motion_supervision import motion_supervision_loss
-from methods.dragdiffusion.point_tracking import all_reached, track_points
-from methods.dragdiffusion.precision import FP32, StagePrecision
 
 log = logging.getLogger(__name__)
 
 # latent (1, 4, h, w) -> (features on the supervision grid (1, C, gh, gw), DDIM step below t (1, 4, h, w))
 ForwardFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (features F1 (1, C, gh, gw), features F0 of latent0, current handles (N, 2), initial handles (N, 2))
+#   -> new handles (N, 2) (row, col), same dtype; called without gradients from the second iteration on
+PointTracker = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (features F1 with gradients, current handles (N, 2), targets (N, 2)) -> scalar loss (or 0.0: nothing to do)
+MotionLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | float"]
 
 
 @dataclass
@@ -57,10 +64,10 @@ def drag_latent(
     *,
     lr: float,
     max_iters: int,
-    r1: int,
-    r2: int,
     lam: float,
     stop_distance: float,
+    tracker: PointTracker | None = None,
+    motion_loss: MotionLoss | None = None,
     precision: StagePrecision = FP32,
 ) -> DragLoopResult:
     """Optimise `latent0` so that the features at the handles move to the targets.
@@ -73,10 +80,11 @@ def drag_latent(
         mask_latent: (1, 1, h, w) editable mask on the latent grid (1 = editable), or None.
         lr: Adam learning rate (SPEC §2: 0.01).
         max_iters: at most this many iterations (SPEC §2: 80).
-        r1: motion-supervision patch radius (grid px).
-        r2: point-tracking search radius (grid px).
         lam: mask-term weight.
-        stop_distance: stop when all handles are closer than this (grid px); pairs closer are skipped.
+        stop_distance: stop when all handles are closer than this (grid px).
+        tracker: point tracker; None = DragDiffusion's `NearestNeighbourTracker(radius=3)` (r2 = 3).
+        motion_loss: motion-supervision loss; None = DragDiffusion's
+            `PatchMotionSupervision(radius=1, skip_distance=stop_distance)` (r1 = 1).
         precision: autocast around each iteration's forward pass and loss, on the latent's device type
             (official_fp16: fp16 autocast + GradScaler, as the official `drag_diffusion_update`). The first
             forward (F0, x_prev0) runs without autocast, as there. `precision.weights` is the caller's.
@@ -84,6 +92,9 @@ def drag_latent(
     Returns:
         DragLoopResult; its latent is float32.
     """
+    tracker = NearestNeighbourTracker(radius=3) if tracker is None else tracker
+    if motion_loss is None:
+        motion_loss = PatchMotionSupervision(radius=1, skip_distance=stop_distance)
     device_type = latent0.device.type
     with torch.no_grad():
         feats0, x_prev0 = forward(latent0)
@@ -102,12 +113,13 @@ def drag_latent(
         with precision.autocast_context(device_type):
             feats, x_prev = forward(latent)
             if it != 0:
-                handles = track_points(feats, feats0, handles, handles_init, r2)
+                with torch.no_grad():
+                    handles = tracker(feats, feats0, handles, handles_init)
             result.trajectory.append(handles.clone())
             if all_reached(handles, targets_rc, stop_distance):
                 result.reached = True
                 break
-            loss = motion_supervision_loss(feats, handles, targets_rc, r1, skip_distance=stop_distance)
+            loss = motion_loss(feats, handles, targets_rc)
             if use_mask:
                 loss = loss + mask_term(x_prev, x_prev0, mask_latent, lam)
         scaler.scale(loss).backward()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from methods.dragdiffusion.point_tracking import clipped_window
+from dragbench.diffusion.point_tracking import clipped_window
 
 
 def _clamped_range(start: torch.Tensor, length: int, size: int) -> torch.Tensor:
@@ -84,3 +84,22 @@ def motion_supervision_loss(feats: torch.Tensor, handles_rc: torch.Tensor, targe
         moved = sample_shifted_patch(feats, window, direction.to(feats.device))
         loss = loss + factor * F.l1_loss(reference, moved)
     return loss
+
+
+class PatchMotionSupervision:
+    """DragDiffusion's motion-supervision loss (the drag loop's default): `motion_supervision_loss`.
+
+    Args:
+        radius: r1, the patch radius in grid pixels (SPEC §2: 1).
+        skip_distance: pairs closer than this (grid px) contribute nothing (the loop's stop distance).
+    """
+
+    def __init__(self, radius: int = 1, skip_distance: float = 2.0) -> None:
+        if radius < 0:
+            raise ValueError(f"patch radius must be >= 0, got {radius}")
+        self.radius = radius
+        self.skip_distance = skip_distance
+
+    def __call__(self, feats: torch.Tensor, handles_rc: torch.Tensor,
+                 targets_rc: torch.Tensor) -> torch.Tensor | float:
+        return motion_supervision_loss(feats, handles_rc, targets_rc, self.radius, self.skip_distance)

@@ -1,4 +1,4 @@
-"""Mutual self-attention processors: layer selection by execution order, effect only where controlled."""
+"""Attention control: layer selection by execution order, key/value edits, mutual self-attention."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from methods.dragdiffusion.mutual_self_attention import (
+from dragbench.diffusion.attention import (
+    ControlledAttnProcessor,
     MutualSelfAttention,
-    MutualSelfAttnProcessor,
+    SelfAttentionControl,
     classic_attention,
     self_attention_layers,
 )
@@ -38,9 +39,9 @@ def test_only_layers_from_start_layer_are_controlled_and_originals_come_back(une
     with MutualSelfAttention(unet, start_layer=START_LAYER):
         installed = unet.attn_processors
         mutual = sorted(k.removesuffix(".processor") for k, p in installed.items()
-                        if isinstance(p, MutualSelfAttnProcessor))
+                        if isinstance(p, ControlledAttnProcessor))
         assert mutual == sorted(self_attention_layers(unet)[START_LAYER:])
-        others = [p for p in installed.values() if not isinstance(p, MutualSelfAttnProcessor)]
+        others = [p for p in installed.values() if not isinstance(p, ControlledAttnProcessor)]
         assert len(others) == 32 - 6 and all(isinstance(p, AttnProcessor2_0) for p in others)
     after = unet.attn_processors
     assert all(after[k] is before[k] for k in before)
@@ -103,3 +104,37 @@ def test_effect_is_confined_to_controlled_modules(unet):
             if (out_a[1] - out_b[1]).abs().max() > 1e-6:
                 changed.add(name)
     assert changed == controlled
+
+
+def test_start_layer_is_checked_against_this_unets_layer_count(unet):
+    assert len(MutualSelfAttention(unet, start_layer=16).controlled) == 0  # 16 = none of SD-1.5's 16
+    with pytest.raises(ValueError, match="16 self-attention layers.*0..16"):
+        MutualSelfAttention(unet, start_layer=17)
+
+
+def test_key_value_injection_slot_sees_each_controlled_layer_and_step(unet, tiny_backbone):
+    """A KeyValueEdit gets (layer, step, keys, values) on controlled layers only; its return is used."""
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 4, 8, 8, generator=gen)
+    cond = tiny_backbone.condition(["a dog", "a dog"])
+    seen: list[tuple[str, int, tuple[int, ...]]] = []
+
+    def record(layer, step, key, value):
+        seen.append((layer, step, tuple(key.shape)))
+        return key, value
+
+    with torch.no_grad():
+        free = tiny_backbone.predict_noise(z, 681, cond)
+        with SelfAttentionControl(unet, start_layer=START_LAYER, start_step=1, kv_edit=record) as control:
+            control.on_step(0)  # before start_step: no call
+            early = tiny_backbone.predict_noise(z, 681, cond)
+            control.on_step(1)
+            same = tiny_backbone.predict_noise(z, 681, cond)
+        zeros = SelfAttentionControl(unet, START_LAYER, kv_edit=lambda n, s, k, v: (k * 0, v * 0))
+        with zeros:
+            injected = tiny_backbone.predict_noise(z, 681, cond)
+    assert [name for name, _, _ in seen] == self_attention_layers(unet)[START_LAYER:]
+    assert {step for _, step, _ in seen} == {1} and all(shape[0] == 2 for _, _, shape in seen)
+    torch.testing.assert_close(early, free, rtol=0, atol=1e-5)
+    torch.testing.assert_close(same, free, rtol=0, atol=1e-5)  # identity edit = unchanged output
+    assert (injected - free).abs().max() > 1e-3  # injected keys/values are what the layers use

@@ -65,3 +65,20 @@ def pair_distances(handles_rc: torch.Tensor, targets_rc: torch.Tensor) -> torch.
 def all_reached(handles_rc: torch.Tensor, targets_rc: torch.Tensor, stop_distance: float) -> bool:
     """True when every handle is strictly closer than `stop_distance` to its target."""
     return bool((pair_distances(handles_rc, targets_rc) < stop_distance).all())
+
+
+class NearestNeighbourTracker:
+    """DragDiffusion's point tracker (the drag loop's default): `track_points` with search radius `radius`.
+
+    Args:
+        radius: r2, the search radius in grid pixels (SPEC §2: 3).
+    """
+
+    def __init__(self, radius: int = 3) -> None:
+        if radius < 0:
+            raise ValueError(f"tracking radius must be >= 0, got {radius}")
+        self.radius = radius
+
+    def __call__(self, feats: torch.Tensor, feats0: torch.Tensor, handles_rc: torch.Tensor,
+                 handles_init_rc: torch.Tensor) -> torch.Tensor:
+        return track_points(feats, feats0, handles_rc, handles_init_rc, self.radius)

@@ -1,0 +1,15 @@
+"""The diffusion toolkit below the methods: pieces a latent-diffusion drag method composes.
+
+- `conditioning`: `Conditioning` (what the UNet is conditioned on) and `ConditionedBackbone` (the interface a
+  backbone implements: `condition(prompt)`, `predict_noise(x, t, cond)`; `dragbench.backbone.Backbone`
+  is one).
+- `ddim`: image encoding/decoding, DDIM inversion (cached) and denoising from an intermediate timestep.
+- `features`: UNet decoder-block features by forward hooks (DragDiffusion's supervision, DIFT).
+- `attention`: self-attention control (key/value edits from a layer and step on; mutual self-attention),
+  layers counted in the UNet's own module tree.
+- `lora`, `lora_adapter`, `lora_augment`: per-image LoRA (train with snapshots and cache, apply, remove).
+- `drag_loop`: latent optimisation with pluggable point tracker (`point_tracking`) and motion-supervision
+  loss (`motion_supervision`), plus the mask term (`mask_term`); `precision`: per-stage casting.
+
+Import the modules themselves (this package imports none, so `dragbench.backbone` can use `conditioning`).
+"""
