@@ -172,3 +172,38 @@ def test_tiny_dragdiffusion_drag_back_reruns_its_per_image_preparation(make_cfg,
         hits = sum(c.stats[f"{namespace}/hit"] for c in caches)
         misses = sum(c.stats[f"{namespace}/miss"] for c in caches)
         assert (hits, misses) == (0, len(keyed)), namespace
+
+
+def test_drag_back_reaches_sweep_summary_compare_figure_and_wandb(tmp_path, tiny_samples):
+    """Nothing downstream names the metric: the summary, comparison, figure and W&B loop over METRICS."""
+    from experiments.compare import compare_runs, to_markdown
+    from experiments.figures import plot_fig7
+    from experiments.sweep_callback import collect_sweep
+    from experiments.wandb_logger import WandbLogger, _table_columns
+
+    job = tmp_path / "sweep" / "0"
+    evaluator = Evaluator(PatchFeaturizer(radius=2), PixelFidelity(), drag_back=True)
+    metrics = run_job(tiny_samples, ShiftRight(3), evaluator, ResultsStore(job), progress=False)
+    summary = collect_sweep(tmp_path / "sweep")
+    assert summary["drag_back_distance"].iloc[0] == pytest.approx(6.0)
+    assert summary["drag_back_distance_ci_low"].iloc[0] == pytest.approx(6.0)
+    table = compare_runs([job])
+    assert table["drag_back_fidelity"].iloc[0] == metrics["drag_back_fidelity"]
+    assert "gt_distance" not in table  # optional and absent: no empty column
+    assert "Drag-Back MD (↓) [95% CI]" in to_markdown(table) and "6.00 [6.00, 6.00]" in to_markdown(table)
+    labels = [t.get_label() for ax in plot_fig7(summary).axes for t in ax.get_lines()]
+    assert {"MD (↓)", "IF (↑)", "Drag-Back IF (↑)", "Drag-Back MD (↓)"} <= set(labels)
+
+    class FakeRun:
+        def __init__(self) -> None:
+            self.summary, self.tags = {}, ()
+
+    logger = WandbLogger("p", mode="disabled")
+    logger.run = FakeRun()
+    logger.log_summary(metrics)
+    assert logger.run.summary["drag_back_md/all"] == pytest.approx(6.0)
+    assert logger.run.summary["md/all"] == metrics["mean_distance"]
+    columns = _table_columns([{"drag_back_fidelity": 1.0, "drag_back_distance": 0.0}])
+    assert columns[columns.index("image_fidelity") :][:4] == [
+        "image_fidelity", "drag_back_fidelity", "drag_back_distance", "n_pairs"
+    ]
