@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import resource
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +22,7 @@ from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.validation import check_points_inside
 from eval.aggregate import md_scale, summarize
 from experiments.results_store import METRICS_JSON, RESULTS_CSV, ResultsStore
-from methods.base import DragMethod, EditResult
+from methods.base import DragMethod, EditResult, peak_memory_mb
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +101,10 @@ def check_result(sample: DragSample, result: EditResult) -> None:
 
 
 def _peak_mem_mb(info: dict, device_type: str) -> float:
+    """The method's own `peak_mem_mb` (methods.base.REQUIRED_INFO), else the same definition measured here."""
     if "peak_mem_mb" in info:
         return float(info["peak_mem_mb"])
-    if device_type == "cuda":
-        return torch.cuda.max_memory_allocated() / MB
-    # CPU: the process's peak resident set so far (ru_maxrss is KiB on Linux, bytes on macOS).
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
+    return peak_memory_mb(device_type)
 
 
 def info_columns(info: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, open_dict
 
 from dragbench.backbone import MissingWeightsError
 from experiments import CONF_DIR
-from methods.base import EditResult
+from methods.base import REQUIRED_INFO, EditResult
 
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 # Methods whose tiny edit takes > ~20 s on 2 busy CPU cores even with FAST_KNOBS (measured: DragDiffusion
@@ -46,10 +46,17 @@ def _locate(path: str) -> object:
     return locate(path)
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_METHODS else m for m in METHODS]
-)
-def test_method_config_edits_a_tiny_sample(name, make_cfg, tiny_samples):
+def assert_required_info(info: dict) -> None:
+    """The `methods.base.REQUIRED_INFO` keys of an "ok" EditResult, with their types and ranges."""
+    assert set(REQUIRED_INFO) == {"iterations", "time/<stage>", "peak_mem_mb"}  # update this check with it
+    iterations = info.get("iterations")
+    assert isinstance(iterations, int) and not isinstance(iterations, bool) and iterations >= 0, iterations
+    assert any(key.startswith("time/") for key in info), sorted(info)
+    assert isinstance(info.get("peak_mem_mb"), float) and info["peak_mem_mb"] > 0, info.get("peak_mem_mb")
+
+
+def check_method_contract(name: str, make_cfg, tiny_samples) -> tuple[object, EditResult]:
+    """Compose `method=<name>` (FAST_KNOBS), instantiate offline, edit a tiny sample, check the EditResult."""
     cfg = make_cfg(f"method={name}", "eval=fast")
     with open_dict(cfg):
         for knob, value in FAST_KNOBS.items():
@@ -70,10 +77,32 @@ def test_method_config_edits_a_tiny_sample(name, make_cfg, tiny_samples):
             assert isinstance(value, float) and value >= 0, (key, value)
     if result.status == "unsupported":
         assert isinstance(result.info.get("reason"), str) and result.info["reason"]
-        return
+        return method, result
+    assert_required_info(result.info)
     assert result.image.dtype == np.uint8 and result.image.shape == sample.image.shape
     if result.handles is not None:
         assert result.handles.shape == sample.handles.shape and np.isfinite(result.handles).all()
+    return method, result
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_METHODS else m for m in METHODS]
+)
+def test_method_config_edits_a_tiny_sample(name, make_cfg, tiny_samples):
+    check_method_contract(name, make_cfg, tiny_samples)
+
+
+def test_a_method_changing_only_the_point_tracker_is_one_file_and_one_yaml(make_cfg, tiny_samples):
+    """tests/cosine_tracking.py + tests/conf/method/dragdiffusion_cosine.yaml pass the contract test, and
+    the drag loop used that tracker (everything else is DragDiffusion's)."""
+    from cosine_tracking import CosineTracker
+
+    cfg = make_cfg("method=dragdiffusion_cosine")
+    assert cfg.method._target_ == "methods.dragdiffusion.method.DragDiffusion"
+    assert cfg.method.point_tracker.radius == cfg.method.r2 == 3
+    method, result = check_method_contract("dragdiffusion_cosine", make_cfg, tiny_samples)
+    assert result.status == "ok" and isinstance(method.point_tracker, CosineTracker)
+    assert method.point_tracker.calls == result.info["iterations"] - 1 >= 1  # tracks from iteration 2 on
 
 
 @pytest.mark.parametrize("name", METHODS)
