@@ -1,7 +1,7 @@
 """Where the time of one default DragDiffusion edit goes (SPEC §2 defaults, tiny model, CPU).
 
 Runs one edit with the method's defaults (LoRA 80 steps, inversion 35/50, drag <= 80 iterations, denoise)
-under `dragbench.model_calls.ModelCalls` and prints the share of wall time spent outside the UNet / VAE /
+under `benchmarks.model_calls.ModelCalls` and prints the share of wall time spent outside the UNet / VAE /
 text-encoder calls (forward and backward). `--profile FILE` also writes a cProfile of the edit.
 
     OMP_NUM_THREADS=1 python -m benchmarks.edit_profile            # tiny model, synthetic 64x64 sample
@@ -16,8 +16,8 @@ import logging
 import pstats
 import time
 
+from benchmarks.model_calls import ModelCalls, backbone_modules
 from dragbench.backbone import Backbone, build_tiny
-from dragbench.model_calls import ModelCalls, backbone_modules
 from dragbench.sample import DragSample
 from methods.dragdiffusion.method import DragDiffusion
 

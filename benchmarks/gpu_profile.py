@@ -25,6 +25,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from benchmarks.model_calls import ModelCalls, backbone_modules
 from dragbench.backbone import (
     CLIP_TEXT_COMMON,
     DDIM_CONFIG,
@@ -34,7 +35,6 @@ from dragbench.backbone import (
     build_tiny,
     resolve_dtype,
 )
-from dragbench.model_calls import ModelCalls, backbone_modules
 from dragbench.sample import DragSample
 from dragbench.synth import synthetic_samples
 from dragbench.tokenizer_offline import build_offline_tokenizer

@@ -7,7 +7,7 @@ snapshots at the others). Prints wall time and model calls of both and whether e
 metric is identical.
 
 Model calls = forward-equivalents of the UNet, VAE encoder/decoder and text encoder of the method's and the
-metric's backbones (`dragbench.model_calls`): a forward on a batch of B counts B, a backward through it 2 B.
+metric's backbones (`benchmarks.model_calls`): a forward on a batch of B counts B, a backward through it 2 B.
 
     OMP_NUM_THREADS=1 python -m benchmarks.sweep_cost --samples 1                 # ~6 min, 2 CPU cores
     OMP_NUM_THREADS=1 python -m benchmarks.sweep_cost --samples 1 --max-iters 80  # paper drag budget ~9 min
@@ -34,8 +34,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from PIL import Image
 
+from benchmarks.model_calls import ModelCalls, backbone_modules
 from dragbench.cache import Cache
-from dragbench.model_calls import ModelCalls, backbone_modules
 from experiments import CONF_DIR
 from experiments.job import run_job
 from experiments.results_store import ResultsStore

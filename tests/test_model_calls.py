@@ -1,4 +1,4 @@
-"""dragbench.model_calls: known counts of forward calls, batch elements and backward passes; hooks removed."""
+"""benchmarks.model_calls: known counts of forward calls, batch elements, backward passes; hooks removed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dragbench.model_calls import BACKWARD_COST, ModelCalls, backbone_modules
+from benchmarks.model_calls import BACKWARD_COST, ModelCalls, backbone_modules
 
 
 @dataclass

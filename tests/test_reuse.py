@@ -1,6 +1,6 @@
 """Reuse across sweep points (DESIGN.md "Reuse"): a repeated point trains no LoRA and inverts nothing.
 
-Counts come from `LORA_STATS` (optimiser steps) and `dragbench.model_calls.ModelCalls` (UNet / VAE calls).
+Counts come from `LORA_STATS` (optimiser steps) and `benchmarks.model_calls.ModelCalls` (UNet / VAE calls).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.model_calls import ModelCalls, backbone_modules
 from dragbench.cache import Cache
-from dragbench.model_calls import ModelCalls, backbone_modules
 from methods.dragdiffusion.lora import LORA_STATS, lora_snapshots
 from methods.dragdiffusion.method import DragDiffusion
 

@@ -1,4 +1,4 @@
-"""Toy-model training (dragbench.toy.train): a few CPU steps lower the losses; resume; assemble; load."""
+"""Toy-model training (toy_training.train): a few CPU steps lower the losses; resume; assemble; load."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dragbench.backbone import load_pretrained
-from dragbench.toy.assemble import assemble
 from dragbench.toy.scenes import batch_captions, random_scenes
-from dragbench.toy.train import TrainConfig, Trainer, parse_args
+from toy_training.assemble import assemble
+from toy_training.train import TrainConfig, Trainer, parse_args
 
 TINY = dict(
     unet_config=dict(

@@ -1,6 +1,6 @@
 """Turn train.py's flat output folder into the diffusers `save_pretrained` pipeline layout.
 
-    python -m dragbench.toy.assemble FLAT_DIR [--dest dragbench/toy/weights] [--dtype float16]
+    python -m toy_training.assemble FLAT_DIR [--dest dragbench/toy/weights] [--dtype float16]
 
 Writes model_index.json + unet/ vae/ text_encoder/ tokenizer/ scheduler/ (what `load_pretrained` reads),
 plus training_summary.json (toy_train.json of the run) beside them.

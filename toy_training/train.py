@@ -1,10 +1,10 @@
 """Train the toy-world model in one command: VAE, latent scale, then UNet + text encoder (ε-prediction).
 
-    python -m dragbench.toy.train --device cuda --out OUT/toy --ckpt /tmp/toy-ckpt --seed 0 \
+    python -m toy_training.train --device cuda --out OUT/toy --ckpt /tmp/toy-ckpt --seed 0 \
         --vae-minutes 2 --unet-minutes 4.5 --batch 256
 
 Writes a flat folder (unet/vae/text_encoder .safetensors, toy_train.json, train_log.jsonl) that
-`python -m dragbench.toy.assemble` turns into the diffusers pipeline layout. Resumable from --ckpt.
+`python -m toy_training.assemble` turns into the diffusers pipeline layout. Resumable from --ckpt.
 Training data are random scenes rendered on the training device (dragbench.toy.scenes), never stored.
 """
 
@@ -37,7 +37,12 @@ log = logging.getLogger(__name__)
 OBJECT_WEIGHT = 9.0  # VAE loss weight added on object pixels: without it the VAE learns no colour (probe)
 KL_WEIGHT = 1e-4  # weight of the per-element KL term of the VAE (keeps latents near a unit Gaussian)
 MIN_LR_FRACTION = 0.05  # cosine decay floor
-SOURCE_FILES = ("scenes.py", "model.py", "train.py")
+# the toy world's definition (dragbench/toy) and this trainer: the three files hashed when it lived there
+SOURCE_FILES = (
+    Path(__file__).resolve().parents[1] / "dragbench/toy/scenes.py",
+    Path(__file__).resolve().parents[1] / "dragbench/toy/model.py",
+    Path(__file__).resolve(),
+)
 
 
 @dataclass
@@ -69,8 +74,8 @@ class TrainConfig:
 def code_version() -> str:
     """sha256 (12 hex) of the sources that define the toy world and its training."""
     h = hashlib.sha256()
-    for name in SOURCE_FILES:
-        h.update((Path(__file__).parent / name).read_bytes())
+    for path in SOURCE_FILES:
+        h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
