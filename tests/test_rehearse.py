@@ -193,6 +193,7 @@ def test_quick_rehearsal_of_the_real_path(tmp_path: Path) -> None:
         text=True,
         timeout=3 * 3600,
     )
+    print(proc.stdout)  # the commands, the stage table and the checks (shown with -s)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for name in ("dragdiffusion", "draggan", "draggan_no_checkpoints"):
         assert f"PASS {name}:" in proc.stdout
