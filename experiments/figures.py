@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ from PIL import Image
 
 from eval.metrics import MD_UNIT, METRICS, Metric
 from experiments.results_store import EDITED_IMAGE, EDITS_DIR, RESULTS_CSV
+from experiments.sweep_summary import MULTIRUN_YAML, SUMMARY_CSV, collect_sweep, sweep_knob_defaults
 
 log = logging.getLogger(__name__)
 
@@ -61,37 +64,41 @@ def check_md_scale(labels: pd.Series, what: str) -> str:
 
 @dataclass(frozen=True)
 class Panel:
-    """One Fig. 7 panel: the knob column, its axis label and the paper default marked on it (SPEC §2)."""
+    """One Fig. 7 panel: the knob column and its axis label (its default comes from the sweep's config)."""
 
     knob: str
     label: str
-    default: float
 
 
 FIG7_PANELS = (
-    Panel("inversion_step", "(a) DDIM inversion step t (of 50)", 35),  # SPEC §2: t = 35
-    Panel("lora_steps", "(b) LoRA fine-tuning steps", 80),  # SPEC §2: 80 steps
-    Panel("unet_block", "(c) UNet decoder block (1-based)", 3),  # SPEC §2: up_blocks[2]
+    Panel("inversion_step", "(a) DDIM inversion step t (of 50)"),
+    Panel("lora_steps", "(b) LoRA fine-tuning steps"),
+    Panel("unet_block", "(c) UNet decoder block (1-based)"),
 )
 
 
-def panel_rows(summary: pd.DataFrame, panel: Panel) -> pd.DataFrame:
+def panel_rows(summary: pd.DataFrame, panel: Panel, defaults: Mapping[str, Any]) -> pd.DataFrame:
     """Rows of one panel: jobs whose *other* Fig. 7 knobs sit at their defaults, sorted by the knob.
 
     This is how the union sweep (experiment=fig7) splits into three panels; the shared default point
-    appears in every panel.
+    appears in every panel. A knob without a known default does not filter.
+
+    Args:
+        summary: summary.csv rows.
+        panel: the panel.
+        defaults: {knob: default} from the sweep's config (experiments.sweep_summary.knob_defaults).
     """
     if panel.knob not in summary:
         return summary.iloc[0:0]
     rows = summary[summary[panel.knob].notna()]
     for other in FIG7_PANELS:
-        if other.knob != panel.knob and other.knob in rows:
-            rows = rows[rows[other.knob].isna() | (rows[other.knob] == other.default)]
+        if other.knob != panel.knob and other.knob in rows and other.knob in defaults:
+            rows = rows[rows[other.knob].isna() | (rows[other.knob] == defaults[other.knob])]
     return rows.sort_values(panel.knob)
 
 
-def _panels(summary: pd.DataFrame) -> list[tuple[Panel, pd.DataFrame]]:
-    panels = [(p, panel_rows(summary, p)) for p in FIG7_PANELS]
+def _panels(summary: pd.DataFrame, defaults: Mapping[str, Any]) -> list[tuple[Panel, pd.DataFrame]]:
+    panels = [(p, panel_rows(summary, p, defaults)) for p in FIG7_PANELS]
     return [(p, rows) for p, rows in panels if p.knob in rows and rows[p.knob].nunique() > 1]
 
 
@@ -174,12 +181,14 @@ def _mark_failures(ax: Axes, x: np.ndarray, rows: pd.DataFrame) -> None:
             ax.annotate(text, (xi, 0.08), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
 
 
-def plot_fig7(summary: pd.DataFrame) -> Figure:
+def plot_fig7(summary: pd.DataFrame, defaults: Mapping[str, Any] | None = None) -> Figure:
     """MD (↓, left axis) and IF (↑, right axis) against each swept Fig. 7 knob, with 95 % CI bands.
 
     Args:
         summary: one row per job with columns mean_distance, image_fidelity, their `_ci_low`/`_ci_high`,
-            `weights`, and any of inversion_step / lora_steps / unet_block (see sweep_callback).
+            `weights`, and any of inversion_step / lora_steps / unet_block (experiments.sweep_summary).
+        defaults: {knob: value} of the sweep's base config (sweep_summary.knob_defaults, sweep_knob_defaults):
+            marked "default" on its panel and used to split a union sweep into panels; None = none known.
 
     Returns:
         One panel per knob that varies (like the paper's Fig. 7); when none varies, one panel of MD/IF per
@@ -190,13 +199,15 @@ def plot_fig7(summary: pd.DataFrame) -> Figure:
         MixedScaleError: the jobs' MDs are in different units (md_scale column).
     """
     scale = check_md_scale(summary["md_scale"] if "md_scale" in summary else pd.Series([None]), "Fig. 7")
-    panels = _panels(summary)
+    defaults = dict(defaults or {})
+    panels = _panels(summary, defaults)
     n = max(1, len(panels))
     fig = Figure(figsize=(4.6 * n, 3.6), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)
     if panels:
         for ax, (panel, rows) in zip(axes[0], panels, strict=True):
-            _draw_panel(ax, rows[panel.knob].to_numpy(dtype=float), rows, panel.label, panel.default)
+            default = defaults.get(panel.knob)
+            _draw_panel(ax, rows[panel.knob].to_numpy(dtype=float), rows, panel.label, default)
     else:
         _draw_panel(axes[0][0], np.arange(len(summary), dtype=float), summary, "job", None)
     weights = set(summary["weights"].dropna().astype(str)) if "weights" in summary else set()
@@ -245,8 +256,6 @@ def save_figure(fig: Figure, stem: Path) -> list[Path]:
 
 def load_summaries(sweep_dirs: list[str | Path]) -> pd.DataFrame:
     """Concatenate the summary.csv of each sweep dir (rebuilt from its job dirs when missing)."""
-    from experiments.sweep_callback import SUMMARY_CSV, collect_sweep
-
     frames = []
     for sweep_dir in map(Path, sweep_dirs):
         path = sweep_dir / SUMMARY_CSV
@@ -266,8 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     missing = [d for d in args.sweep_dirs if not d.is_dir()]
     if missing:
         parser.error(f"not a directory: {', '.join(map(str, missing))}")
+    defaults: dict[str, Any] = {}
+    for sweep_dir in args.sweep_dirs:  # each sweep's base config (Hydra's multirun.yaml); the first one wins
+        defaults = {**sweep_knob_defaults(sweep_dir, list(FIG7_KNOBS)), **defaults}
+    if not defaults:
+        log.warning("no %s in %s: the paper defaults are not marked", MULTIRUN_YAML, args.sweep_dirs)
     try:
-        figure = plot_fig7(load_summaries(args.sweep_dirs))
+        figure = plot_fig7(load_summaries(args.sweep_dirs), defaults)
     except MixedScaleError as err:
         raise SystemExit(f"error: {err}") from None  # one line, exit 1
     for path in save_figure(figure, args.out / "fig7"):

@@ -1,141 +1,104 @@
-"""End-of-sweep aggregation: <sweep_dir>/summary.csv (one row per job) and the Fig. 7 figure (SPEC §4).
+"""End-of-sweep callbacks: <sweep_dir>/summary.csv (one row per job) for every multirun, plus the Fig. 7
+figure for the Fig. 7 experiments only.
 
-Registered under `hydra.callbacks` in conf/hydra/default.yaml; `collect_sweep` also works on any sweep dir
-after the fact (experiments.figures uses it when summary.csv is missing).
+`SweepSummary` is registered for every multirun (conf/hydra/default.yaml); the fig7 experiments
+(conf/experiment/fig7*.yaml) replace it with `Fig7Summary`. The table is experiments.sweep_summary (any sweep
+dir, after the fact too), the figure experiments.figures; the paper-default marker is each knob's value in
+the multirun's composed config.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from eval.metrics import METRICS
-from experiments.results_store import METRICS_JSON, RESULTS_CSV, atomic_write_csv
+from experiments.figures import MixedScaleError, plot_fig7, save_figure
+from experiments.results_store import atomic_write_csv
+from experiments.sweep_summary import SUMMARY_CSV, collect_sweep, knob_defaults, sweep_failure
+
+__all__ = [
+    "FIGURE_STEM",
+    "SUMMARY_CSV",
+    "Fig7Summary",
+    "SweepSummary",
+    "collect_sweep",
+    "sweep_failure",
+    "write_summary",
+]
 
 log = logging.getLogger(__name__)
 
-SUMMARY_CSV = "summary.csv"
 FIGURE_STEM = "fig7"
-METRIC_COLUMNS = tuple(m.name for m in METRICS)  # eval.metrics; empty where absent (no ground truth, opt-in)
-# Beside every MD / IF: how many samples it averages (n_ok) and how many it leaves out, and why.
-COUNT_COLUMNS = ("n_ok", "n_failed", "n_unsupported", "n_skipped", "n_total", "n_samples", "n_pairs")
-# md_scale: the unit of mean_distance (eval.aggregate.md_scale); config_hash: which config made the job.
-LABEL_COLUMNS = ("md_scale", "method_weights", "eval_weights", "weights", "metric_version", "config_hash")
 
 
-def _job_overrides(job_dir: Path) -> dict[str, str]:
-    """The overrides of the run whose results the job dir holds: metrics.json's, else .hydra/overrides.yaml
-    (Hydra rewrites the latter at the start of every run, even one the job dir then refuses)."""
-    metrics_path, hydra_path = job_dir / METRICS_JSON, job_dir / ".hydra" / "overrides.yaml"
-    overrides = json.loads(metrics_path.read_text()).get("overrides") if metrics_path.exists() else None
-    if overrides is None and hydra_path.exists():
-        overrides = yaml.safe_load(hydra_path.read_text())
-    return dict(item.lstrip("+~").split("=", 1) for item in overrides or [] if "=" in item)
-
-
-def _job_knobs(job_dir: Path, knobs: list[str]) -> dict[str, Any]:
-    path = job_dir / "config_resolved.yaml"
-    config = OmegaConf.load(path) if path.exists() else OmegaConf.create()
-    return {knob.rsplit(".", 1)[-1]: OmegaConf.select(config, knob, default=None) for knob in knobs}
-
-
-def _job_row(job_dir: Path, knobs: list[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"job": job_dir.name, "job_dir": str(job_dir), **_job_knobs(job_dir, knobs)}
-    metrics_path = job_dir / METRICS_JSON
-    if not metrics_path.exists():
-        return {**row, "job_status": "failed"}
-    metrics = json.loads(metrics_path.read_text())
-    if "n_ok" not in metrics:  # metrics.json written before n_ok existed: n_samples counted the ok samples
-        metrics["n_ok"] = metrics.get("n_samples")
-    row["job_status"] = "all_failed" if metrics["n_ok"] == 0 and metrics.get("n_failed", 0) > 0 else "ok"
-    row["method"] = str(OmegaConf.select(OmegaConf.create(metrics.get("config", {})), "method._target_"))
-    for name in METRIC_COLUMNS:
-        low, high = metrics.get(f"{name}_ci") or (np.nan, np.nan)
-        row.update({name: metrics.get(name), f"{name}_ci_low": low, f"{name}_ci_high": high})
-    row.update({name: metrics.get(name) for name in COUNT_COLUMNS + LABEL_COLUMNS})
-    return row
-
-
-def collect_sweep(sweep_dir: str | Path, knobs: list[str] | None = None) -> pd.DataFrame:
-    """One row per job dir under `sweep_dir`: swept override values, knob values, MD, IF, CIs, n, weights.
-
-    Args:
-        sweep_dir: a multirun dir (job dirs are its sub-folders holding results.csv or .hydra/).
-        knobs: dotted config keys whose resolved value becomes a column named by the last component
-            (e.g. "method.lora_steps" -> "lora_steps"); missing keys give None.
-
-    Returns:
-        DataFrame sorted by job number; override columns are the keys that differ between jobs.
-    """
-    sweep_dir = Path(sweep_dir)
-    job_dirs = sorted(
-        (d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir() or (d / RESULTS_CSV).exists()),
-        key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name),
-    )
-    rows = [_job_row(d, list(knobs or [])) for d in job_dirs]
-    overrides = [_job_overrides(d) for d in job_dirs]
-    keys = sorted({k for o in overrides for k in o})
-    swept = [k for k in keys if len({o.get(k) for o in overrides}) > 1 or len(overrides) == 1]
-    for row, override in zip(rows, overrides, strict=True):
-        row.update({f"override:{k}": override.get(k) for k in swept})
-    return pd.DataFrame(rows)
-
-
-def write_summary(sweep_dir: str | Path, knobs: list[str] | None = None) -> pd.DataFrame:
-    """collect_sweep + write <sweep_dir>/summary.csv + the figure (<sweep_dir>/fig7.png/.pdf).
+def write_summary(
+    sweep_dir: str | Path,
+    knobs: list[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    figure: bool = True,
+) -> pd.DataFrame:
+    """collect_sweep + write <sweep_dir>/summary.csv (+ the Fig. 7 figure <sweep_dir>/fig7.png/.pdf).
 
     The figure is skipped (one error line) when the jobs' MDs are in different units
     (figures.MixedScaleError); summary.csv is written regardless.
-    """
-    from experiments.figures import MixedScaleError, plot_fig7, save_figure
 
+    Args:
+        sweep_dir: the multirun dir.
+        knobs: dotted config keys reported per job.
+        defaults: {knob short name: default value} marked in the figure (sweep_summary.knob_defaults).
+        figure: draw the Fig. 7 figure too.
+    """
     sweep_dir = Path(sweep_dir)
     summary = collect_sweep(sweep_dir, knobs)
     atomic_write_csv(sweep_dir / SUMMARY_CSV, summary)
-    try:
-        figure = ", ".join(map(str, save_figure(plot_fig7(summary), sweep_dir / FIGURE_STEM)))
-    except MixedScaleError as err:
-        log.error("No figure: %s", err)
-        figure = "none"
-    log.info("Sweep summary: %s (%d jobs); figure: %s", sweep_dir / SUMMARY_CSV, len(summary), figure)
+    drawn = "none"
+    if figure:
+        try:
+            drawn = ", ".join(map(str, save_figure(plot_fig7(summary, defaults), sweep_dir / FIGURE_STEM)))
+        except MixedScaleError as err:
+            log.error("No figure: %s", err)
+    log.info("Sweep summary: %s (%d jobs); figure: %s", sweep_dir / SUMMARY_CSV, len(summary), drawn)
     return summary
 
 
-def sweep_failure(summary: pd.DataFrame) -> str | None:
-    """One line naming the jobs that failed or whose samples all failed; None when every job has results."""
-    bad = summary[summary["job_status"] != "ok"] if len(summary) else summary
-    if not len(bad):
-        return None
-    jobs = ", ".join(f"{job} ({status})" for job, status in zip(bad["job"], bad["job_status"], strict=True))
-    what = f"{len(bad)} of {len(summary)} sweep jobs have no usable result"
-    return f"{what}: {jobs}; see their results.csv / run.log"
-
-
 class SweepSummary(Callback):
-    """Hydra callback: after the last job of a multirun, aggregate all jobs and draw the figure.
+    """Hydra callback of every multirun (conf/hydra/default.yaml): after the last job, <sweep_dir>/summary.csv
+    (one row per job), then exit 1 when a job has no usable result, so failures never vanish.
 
     Args:
-        knobs: dotted config keys to report per job (e.g. the three Fig. 7 knobs).
+        knobs: dotted config keys to report per job.
     """
+
+    draws_figure = False
 
     def __init__(self, knobs: list[str] | None = None) -> None:
         self.knobs = list(knobs or [])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Write summary.csv and the figure into the sweep dir; exit 1 if a job has no usable result.
+        """Write summary.csv (and, for Fig. 7, the figure) into the sweep dir; exit 1 if a job has no result.
 
         Raises:
             SystemExit: (code 1) a job failed or every sample of a job failed, after everything is written.
         """
-        failure = sweep_failure(write_summary(config.hydra.sweep.dir, self.knobs))
+        defaults = knob_defaults(config, self.knobs)  # the base config: before the sweeper set the knobs
+        summary = write_summary(config.hydra.sweep.dir, self.knobs, defaults, figure=self.draws_figure)
+        failure = sweep_failure(summary)
         if failure is not None:
             log.error("%s", failure)
             raise SystemExit(1)  # Hydra turns a callback's Exception into a warning; SystemExit sets the rc
+
+
+class Fig7Summary(SweepSummary):
+    """SweepSummary plus the Fig. 7 figure; the fig7 experiments (conf/experiment/fig7*.yaml) register it.
+
+    Args:
+        knobs: the Fig. 7 knobs; their values in the multirun's composed config (before the sweeper sets
+            them: the method's YAML) are the defaults the figure marks.
+    """
+
+    draws_figure = True

