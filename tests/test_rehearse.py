@@ -16,7 +16,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from benchmarks.nvidia_pickle import write_nvidia_pickle
-from benchmarks.rehearse import QUICK_KNOBS, RehearsalWeights, plan_jobs
+from benchmarks.rehearse import QUICK_KNOBS, RehearsalWeights, main, plan_jobs
 from benchmarks.rehearse_report import check_job, check_missing_checkpoints, stage_table
 from benchmarks.rehearse_weights import SD15, SD21, clip_vocab_and_merges, write_tokenizer
 from experiments import REPO_ROOT
@@ -170,6 +170,14 @@ def test_missing_checkpoint_check(tmp_path: Path) -> None:
     bad = subprocess.CompletedProcess([], 0, stdout="Traceback (most recent call last)\n", stderr="")
     check = check_missing_checkpoints("x", tmp_path / "job", bad, 1.0)
     assert not check.passed and len(check.problems) == 3, check.problems
+
+
+def test_without_real_samples_it_skips_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--quick", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"SKIPPED: no DragBench samples under {tmp_path / 'none'} (pass --data DIR)"
+    ]
+    assert not (tmp_path / "out").exists()  # nothing built
 
 
 @pytest.mark.slow
