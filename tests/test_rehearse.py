@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from benchmarks.nvidia_pickle import write_nvidia_pickle
-from benchmarks.rehearse import QUICK_KNOBS, RehearsalWeights, main, plan_jobs
+from benchmarks.rehearse import DRAGGAN_CATEGORIES, QUICK_KNOBS, RehearsalWeights, main, plan_jobs
 from benchmarks.rehearse_report import check_job, check_missing_checkpoints, stage_table
-from benchmarks.rehearse_weights import SD15, SD21, clip_vocab_and_merges, write_tokenizer
+from benchmarks.rehearse_weights import DRAGGAN_PICKLES, SD15, SD21, clip_vocab_and_merges, write_tokenizer
 from experiments import REPO_ROOT
 from methods.draggan.checkpoint import load_generator
 from methods.draggan.stylegan2 import build_tiny_generator
@@ -206,3 +207,11 @@ def test_quick_rehearsal_of_the_real_path(tmp_path: Path) -> None:
     for name in ("dragdiffusion", "draggan", "draggan_no_checkpoints"):
         assert f"PASS {name}:" in proc.stdout
     assert "| dragdiffusion | lora |" in proc.stdout and "| draggan | drag |" in proc.stdout
+
+
+def test_draggan_names_match_its_config() -> None:
+    """The rehearsal's pickle file names and routed categories are the ones conf/method/draggan.yaml uses."""
+    conf = yaml.safe_load((REPO_ROOT / "conf/method/draggan.yaml").read_text())
+    assert sorted(Path(p).name for p in conf["checkpoints"].values()) == sorted(DRAGGAN_PICKLES)
+    routed = {c for c, ckpt in conf["routing"].items() if ckpt is not None and c != "*"}
+    assert routed == set(DRAGGAN_CATEGORIES.strip("[]").split(","))
