@@ -119,12 +119,12 @@ class DiftFeaturizer:
         noise = torch.randn(latents.shape, generator=generator).to(bb.device, bb.dtype)  # (E, 4, h8, w8)
         timesteps = torch.full((e,), self.t, dtype=torch.long, device=bb.device)  # (E,)
         noisy = bb.scheduler.add_noise(latents, noise, timesteps)  # (E, 4, h8, w8)
-        text = bb.encode_prompt(prompt).expand(e, -1, -1)  # (E, 77, D)
+        cond = bb.condition(prompt).expand(e)  # the prompt for each of the E ensemble members
         with UNetFeatureHooks(bb.unet, [self.up_ft_index]) as hooks:
             # registered after the recording hook, so it fires once the feature is stored
             stop = bb.unet.up_blocks[self.up_ft_index].register_forward_hook(_stop_forward)
             try:
-                bb.unet(noisy, timesteps, encoder_hidden_states=text)
+                bb.predict_noise(noisy, timesteps, cond)
             except _FeatureReady:  # the later up blocks and conv_out are not needed (the official code
                 pass  # also breaks out of its up-block loop after the last wanted index)
             finally:

@@ -147,7 +147,8 @@ def test_lora_official_trains_fp32_lora_weights_on_an_fp16_copy_under_autocast(t
     seen: list[dict] = []
     loss_fn = lora_module.denoising_loss
 
-    def recording_loss(unet, scheduler, latents, noise, timesteps, text):
+    def recording_loss(model, scheduler, latents, noise, timesteps, cond):
+        unet, text = model.unet, cond.encoder_hidden_states
         lora = [p for n, p in unet.named_parameters() if "lora_" in n]
         base = [p for n, p in unet.named_parameters() if "lora_" not in n]
         seen.append(dict(
@@ -155,7 +156,7 @@ def test_lora_official_trains_fp32_lora_weights_on_an_fp16_copy_under_autocast(t
             lora={p.dtype for p in lora}, autocast=torch.is_autocast_enabled("cpu"),
             shared=unet is tiny_backbone.unet,
         ))
-        return loss_fn(unet, scheduler, latents, noise, timesteps, text)
+        return loss_fn(model, scheduler, latents, noise, timesteps, cond)
 
     monkeypatch.setattr(lora_module, "denoising_loss", recording_loss)
     before = _weights_sum(tiny_backbone.unet)

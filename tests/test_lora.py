@@ -87,7 +87,7 @@ def _eval_batch(backbone, n=16, seed=123):
     z0 = z0.expand(n, -1, -1, -1)  # (n, 4, 8, 8)
     noise = torch.randn(z0.shape, generator=g)
     t = torch.randint(0, 1000, (n,), generator=g)
-    return z0, noise, t, backbone.encode_prompt(PROMPT).expand(n, -1, -1)
+    return z0, noise, t, backbone.condition(PROMPT).expand(n)
 
 
 # --- augmentation -----------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_snapshots_differ_and_loss_drops(backbone, snaps):
     losses = {}
     for step in (0, 20, 40):
         with lora_applied(backbone.unet, snaps[step]), torch.no_grad():
-            losses[step] = denoising_loss(backbone.unet, scheduler, z0, noise, t, text).item()
+            losses[step] = denoising_loss(backbone, scheduler, z0, noise, t, text).item()
     # measured on CPU (1 thread): 0 -> 1.1294, 20 -> 1.1115, 40 -> 1.0795 (-4.4 %)
     assert losses[0] > losses[20] > losses[40]
     assert losses[40] < 0.97 * losses[0]
@@ -251,7 +251,8 @@ class CountingProcessor(AttnProcessor2_0):
 
 def test_lora_applied_is_exact_and_fully_removed(backbone, snaps):
     unet = backbone.unet
-    z0, noise, t, text = _eval_batch(backbone, n=2)
+    z0, noise, t, cond = _eval_batch(backbone, n=2)
+    text = cond.encoder_hidden_states  # (2, 77, D): this test calls the UNet itself
     before = _unet_state(unet)
     processors = unet.attn_processors
     with torch.no_grad():

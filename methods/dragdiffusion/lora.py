@@ -19,10 +19,10 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from torch import Tensor
 
 from dragbench.backbone import Backbone
+from dragbench.diffusion.conditioning import ConditionedBackbone, Conditioning
 from dragbench.diffusion.precision import StagePrecision, weights_in
 from dragbench.progress import track
 from methods.dragdiffusion.lora_adapter import (
@@ -73,28 +73,28 @@ class SnapshotCache(Protocol):
 
 
 def denoising_loss(
-    unet: UNet2DConditionModel,
+    model: ConditionedBackbone,
     scheduler,
     latents: Tensor,
     noise: Tensor,
     timesteps: Tensor,
-    text_embeddings: Tensor,
+    cond: Conditioning,
 ) -> Tensor:
     """ε-MSE of the UNet on `latents` noised to `timesteps` (the DDPM training loss).
 
     Args:
-        unet: epsilon-predicting UNet.
+        model: the noise predictor (`predict_noise`), e.g. the `Backbone` whose UNet carries the adapter.
         scheduler: a diffusers scheduler with `add_noise` (its `alphas_cumprod` define q(z_t | z_0)).
         latents: scaled clean latents (B, 4, h, w).
         noise: ε (B, 4, h, w).
         timesteps: int64 (B,) in [0, num_train_timesteps).
-        text_embeddings: (B, 77, D).
+        cond: conditioning of batch B.
 
     Returns:
         Scalar float32 mean squared error between predicted and true ε.
     """
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred = unet(noisy, timesteps, text_embeddings).sample
+    pred = model.predict_noise(noisy, timesteps, cond)
     return F.mse_loss(pred.float(), noise.float(), reduction="mean")
 
 
@@ -298,7 +298,7 @@ class LoraTrainer:
             )
         generator = torch.Generator().manual_seed(self.seed)
         crops = CropLatentSampler(backbone, image, size, generator)
-        text = backbone.encode_prompt(prompt).expand(self.batch_size, -1, -1)  # (B, 77, D)
+        cond = backbone.condition(prompt).expand(self.batch_size)  # the prompt for each of the B crops
         n_train_t = int(scheduler.config.num_train_timesteps)
         last = snapshot_steps[-1]
         resume = self._find_resume_state(base, snapshot_steps)
@@ -326,7 +326,7 @@ class LoraTrainer:
             for step in self._step_range(first, last):
                 batch = self._draw_batch(crops, generator, n_train_t)
                 with precision.autocast_context(backbone.device.type):
-                    loss = denoising_loss(unet, scheduler, *batch, text)
+                    loss = denoising_loss(backbone, scheduler, *batch, cond)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)  # skipped when fp16 gradients overflowed (the scale then halves)
                 scaler.update()
