@@ -54,8 +54,9 @@ def test_fig7_full_offline_multirun(cli, tmp_path, tiny_samples):
 @pytest.mark.slow  # submitit starts one python process per job
 def test_submitit_local_two_point_sweep(cli, tmp_path, tiny_samples):
     sweep = tmp_path / "submitit"
-    proc = cli(
-        "-m", "hydra/launcher=submitit_local", *FAST, "method.lora_steps=40,80", f"hydra.sweep.dir={sweep}"
+    proc = cli(  # the fig7_lora_steps experiment (summary + figure) with its sweep cut to two points
+        "-m", "experiment=fig7_lora_steps", "hydra/launcher=submitit_local", *FAST, "method.lora_steps=40,80",
+        f"hydra.sweep.dir={sweep}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _check_sweep(sweep, 2, tiny_samples)
