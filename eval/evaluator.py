@@ -18,6 +18,7 @@ from dragbench.cache import Cache
 from dragbench.sample import DragSample
 from dragbench.toy.model import load_toy_backbone
 from dragbench.weights import SD21_HUB_ID, WeightFile, declares_weights, pipeline_requirements
+from eval.aggregate import md_scale
 from eval.dift import DiftFeaturizer, Featurizer
 from eval.lpips_fidelity import LpipsFidelity, build_fidelity, fidelity_requirements
 from eval.mean_distance import MD_VARIANTS
@@ -92,6 +93,23 @@ class SampleScore:
             if m.sample_column is not None
         }
 
+    def pair_rows(self, sample: DragSample) -> list[dict]:
+        """One row per pair: its handle and target, then `pair_columns()` (pairs.csv, scores_pairs.csv)."""
+        columns = self.pair_columns()
+        return [
+            dict(
+                sample_id=sample.sample_id,
+                category=sample.category,
+                pair=k,
+                handle_x=sample.handles[k, 0],
+                handle_y=sample.handles[k, 1],
+                target_x=sample.targets[k, 0],
+                target_y=sample.targets[k, 1],
+                **{name: values[k] for name, values in columns.items()},
+            )
+            for k in range(sample.n_pairs)
+        ]
+
     def pair_columns(self) -> dict[str, np.ndarray]:
         """pairs.csv columns, (N,) each: every per-pair metric's extra columns, then its pair_column."""
         out: dict[str, np.ndarray] = {}
@@ -150,6 +168,20 @@ class Evaluator:
     def describe(self) -> dict:
         """Labels every result row / metrics.json carries."""
         return dict(metric_version=self.metric_version, weights=self.weights, md_variant=self.variant)
+
+    def sample_row(self, sample: DragSample) -> dict:
+        """The columns every per-sample row starts with (a job's results.csv, eval.score's samples CSV): ids,
+        status ok, the size MD is measured at (the original's, after dataset.resize) and hence its unit."""
+        return dict(
+            sample_id=sample.sample_id,
+            category=sample.category,
+            status="ok",
+            error="",
+            n_pairs=sample.n_pairs,
+            eval_width=sample.width,
+            eval_height=sample.height,
+            md_scale=md_scale(self.variant, sample.width),
+        )
 
     def _original_features(self, sample: DragSample):
         compute = lambda: {"features": self.featurizer(sample.image, sample.prompt)}  # noqa: E731

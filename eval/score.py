@@ -22,7 +22,7 @@ from PIL import Image
 
 from dragbench import load_bench
 from dragbench.backbone import MissingWeightsError
-from eval.aggregate import md_scale, summarize
+from eval.aggregate import summarize
 from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator, toy_evaluator
 from eval.mean_distance import MD_VARIANTS
 from eval.metrics import MEAN_DISTANCE, METRICS, Metric
@@ -36,25 +36,6 @@ EVALUATORS = {
     "tiny": tiny_evaluator,
     "toy": toy_evaluator,
 }  # = conf/eval/{official,tiny,toy}.yaml
-
-
-def _pair_rows(sample, score, labels: dict) -> list[dict]:
-    """scores_pairs.csv rows: the pair's points, then every per-pair metric's columns (as pairs.csv)."""
-    columns = score.pair_columns()
-    return [
-        dict(
-            sample_id=sample.sample_id,
-            category=sample.category,
-            pair=i,
-            handle_x=float(sample.handles[i, 0]),
-            handle_y=float(sample.handles[i, 1]),
-            target_x=float(sample.targets[i, 0]),
-            target_y=float(sample.targets[i, 1]),
-            **{name: float(values[i]) for name, values in columns.items()},
-            **labels,
-        )
-        for i in range(sample.n_pairs)
-    ]
 
 
 def score_folder(
@@ -77,11 +58,8 @@ def score_folder(
     labels = evaluator.describe()
     sample_rows, pair_rows, missing = [], [], []
     for sample in load_bench(bench_root):
-        row = dict(sample_id=sample.sample_id, category=sample.category, status="ok", error="",
-                   **{m.sample_column: np.nan for m in evaluator.metrics if m.sample_column is not None},
-                   n_pairs=sample.n_pairs, resized_from="",
-                   eval_width=sample.width, eval_height=sample.height,
-                   md_scale=md_scale(evaluator.variant, sample.width))  # the unit MD is measured in
+        row = dict(evaluator.sample_row(sample), resized_from="",  # the columns a job's rows start with
+                   **{m.sample_column: np.nan for m in evaluator.metrics if m.sample_column is not None})
         path = edits_dir / sample.sample_id / EDIT_FILE
         if not path.is_file():
             missing.append(sample.sample_id)
@@ -98,7 +76,7 @@ def score_folder(
             else:
                 row.update(**score.sample_columns(),
                            resized_from="x".join(map(str, score.resized_from_hw or ())))
-                pair_rows += _pair_rows(sample, score, labels)
+                pair_rows += [dict(pair, **labels) for pair in score.pair_rows(sample)]
         log.info("%s: %s MD=%.2f IF=%.4f", sample.sample_id, row["status"], row["mean_distance"],
                  row["image_fidelity"])
         sample_rows.append(dict(row, **labels))

@@ -20,7 +20,7 @@ import torch
 from dragbench.progress import track
 from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.validation import check_points_inside
-from eval.aggregate import md_scale, summarize
+from eval.aggregate import summarize
 from experiments.results_store import METRICS_JSON, RESULTS_CSV, ResultsStore
 from methods.base import DragMethod, EditResult, peak_memory_mb
 
@@ -120,24 +120,10 @@ def info_columns(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pair_rows(sample: DragSample, result: EditResult, score: Any) -> list[dict]:
-    """pairs.csv rows: the pair's points, the method's final point, then every per-pair metric's columns."""
+    """pairs.csv rows: eval.score's pair rows (points, every per-pair metric) + the method's final point."""
     final = result.handles if result.handles is not None else np.full_like(sample.handles, np.nan)
-    columns = score.pair_columns()  # eval.metrics: matched_x/y, distance, gt_distance, ...
-    return [
-        {
-            "sample_id": sample.sample_id,
-            "category": sample.category,
-            "pair": k,
-            "handle_x": sample.handles[k, 0],
-            "handle_y": sample.handles[k, 1],
-            "target_x": sample.targets[k, 0],
-            "target_y": sample.targets[k, 1],
-            "final_x": final[k, 0],
-            "final_y": final[k, 1],
-            **{name: values[k] for name, values in columns.items()},
-        }
-        for k in range(sample.n_pairs)
-    ]
+    rows = score.pair_rows(sample)
+    return [dict(row, final_x=final[k, 0], final_y=final[k, 1]) for k, row in enumerate(rows)]
 
 
 def drag_back_sample(sample: DragSample, edited: np.ndarray) -> DragSample:
@@ -176,17 +162,7 @@ def process_sample(
     Returns:
         The sample's outcome; `row["status"]` is ok | failed | skipped | unsupported.
     """
-    row: dict[str, Any] = {
-        "sample_id": sample.sample_id,
-        "category": sample.category,
-        "status": "ok",
-        "error": "",
-        "n_pairs": sample.n_pairs,
-        # the size MD is measured at (the original's, after dataset.resize), and hence its unit
-        "eval_width": sample.width,
-        "eval_height": sample.height,
-        "md_scale": md_scale(evaluator.variant, sample.width),
-    }
+    row: dict[str, Any] = evaluator.sample_row(sample)  # the columns eval.score's rows start with too
     if sample.n_pairs == 0:
         return SampleOutcome({**row, "status": "skipped", "error": "no handle/target pairs", "seconds": 0.0})
     seed_everything(seed)
