@@ -9,8 +9,17 @@ import torch.nn.functional as F
 
 from dragbench.diffusion.drag_loop import drag_latent
 from dragbench.diffusion.mask_term import mask_term, mask_to_latent
-from dragbench.diffusion.motion_supervision import motion_supervision_loss, sample_shifted_patch
-from dragbench.diffusion.point_tracking import all_reached, clipped_window, track_points
+from dragbench.diffusion.motion_supervision import (
+    PatchMotionSupervision,
+    motion_supervision_loss,
+    sample_shifted_patch,
+)
+from dragbench.diffusion.point_tracking import (
+    NearestNeighbourTracker,
+    all_reached,
+    clipped_window,
+    track_points,
+)
 from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
 
 
@@ -239,3 +248,26 @@ def test_large_lambda_protects_the_region_outside_the_mask():
     assert mean_change(free, 1 - mask) > 0.005  # without the term the blur leaks changes outside
     assert mean_change(held, 1 - mask) < 0.1 * mean_change(free, 1 - mask)
     assert mean_change(held, 1 - mask) < 0.05 * mean_change(held, mask)
+
+
+def test_tracker_and_motion_loss_are_parameters_with_dragdiffusions_as_defaults():
+    latent0, mask, default = _drag_blob(lam=0.0)
+    args = (latent0, _analytic_forward, torch.tensor([[16.0, 10.0]]), torch.tensor([[16.0, 20.0]]), mask)
+    knobs = dict(lr=0.05, max_iters=60, lam=0.0, stop_distance=2.0)
+    explicit = drag_latent(*args, **knobs, tracker=NearestNeighbourTracker(3),
+                           motion_loss=PatchMotionSupervision(1, skip_distance=2.0))
+    assert explicit.losses == default.losses and torch.equal(explicit.latent, default.latent)
+    calls = {"tracker": 0, "loss": 0}
+
+    def frozen_tracker(feats, feats0, handles, handles_init):  # never moves the handles
+        calls["tracker"] += 1
+        return handles
+
+    def counting_loss(feats, handles, targets):
+        calls["loss"] += 1
+        return feats.pow(2).mean()
+
+    four = {**knobs, "max_iters": 4}
+    swapped = drag_latent(*args, **four, tracker=frozen_tracker, motion_loss=counting_loss)
+    assert calls == {"tracker": 3, "loss": 4} and not swapped.reached  # tracking from iteration 2 on
+    assert all(t.tolist() == [[16.0, 10.0]] for t in swapped.trajectory)
