@@ -155,8 +155,9 @@ def process_sample(
     Args:
         sample: the sample.
         method: anything with `edit(sample) -> EditResult`.
-        evaluator: `eval.Evaluator` (`score(sample, edited_image) -> SampleScore`).
-        seed: set before the edit (SPEC §2: seed 42 before every sample).
+        evaluator: `eval.Evaluator` (`sample_row`, `score(sample, edited, dragged_back=) -> SampleScore`);
+            with `drag_back` true the result is edited back with handles and targets swapped first.
+        seed: set before the edit, and again before the Drag-Back edit (SPEC §2: seed 42 before every sample).
         device_type: "cuda" to measure peak GPU memory, else process peak RSS is recorded.
 
     Returns:
