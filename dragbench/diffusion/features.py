@@ -27,8 +27,8 @@ class UNetFeatureHooks:
         block_indices: 0-based indices into `unet.up_blocks`.
 
     Example:
-        >>> with UNetFeatureHooks(unet, [2]) as hooks:
-        ...     eps = unet(z, t, encoder_hidden_states=emb).sample
+        >>> with UNetFeatureHooks(backbone.unet, [2]) as hooks:
+        ...     eps = backbone.predict_noise(z, t, cond)
         ...     feats = hooks.features[2]
     """
 
