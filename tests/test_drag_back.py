@@ -207,3 +207,16 @@ def test_drag_back_reaches_sweep_summary_compare_figure_and_wandb(tmp_path, tiny
     assert columns[columns.index("image_fidelity") :][:4] == [
         "image_fidelity", "drag_back_fidelity", "drag_back_distance", "n_pairs"
     ]
+
+
+def test_asked_for_drag_back_without_values_is_nan_not_missing():
+    """A job with drag_back on whose samples all failed still reports both keys (NaN), never drops them."""
+    from eval.aggregate import summarize
+
+    samples = pd.DataFrame(
+        dict(sample_id=["a/x"], category=["a"], status=["failed"], image_fidelity=[np.nan])
+    )
+    pairs = pd.DataFrame(columns=["sample_id", "category", "distance"])
+    out = summarize(samples, pairs, metrics=active_metrics(drag_back=True))
+    assert np.isnan(out["drag_back_fidelity"]) and np.isnan(out["drag_back_distance_ci"]).all()
+    assert "drag_back_fidelity" not in summarize(samples, pairs)  # not asked for, no column: not reported
