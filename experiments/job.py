@@ -21,7 +21,7 @@ from dragbench.progress import track
 from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.validation import check_points_inside
 from eval.aggregate import summarize
-from experiments.results_store import METRICS_JSON, RESULTS_CSV, ResultsStore
+from experiments.results_store import DRAG_BACK_IMAGE, METRICS_JSON, RESULTS_CSV, ResultsStore
 from methods.base import DragMethod, EditResult, peak_memory_mb
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,13 @@ class JobLogger(Protocol):
 
 @dataclass
 class SampleOutcome:
-    """One processed sample: its results.csv row, pairs.csv rows and edited image (None unless ok)."""
+    """One processed sample: its results.csv row, pairs.csv rows, edited image (None unless ok) and, with
+    eval.drag_back, the back-dragged image."""
 
     row: dict[str, Any]
     pairs: list[dict[str, Any]] = field(default_factory=list)
     result: EditResult | None = None
+    dragged_back: np.ndarray | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -194,7 +196,7 @@ def process_sample(
             seconds_edit=edit_done - start,
             seconds_eval=time.perf_counter() - eval_start,
         )
-        return SampleOutcome(row, _pair_rows(sample, result, score), result)
+        return SampleOutcome(row, _pair_rows(sample, result, score), result, back)
     except Exception as err:  # a bad sample must not stop the job: record it and go on (STYLE.md)
         log.exception("Sample %s failed", sample.sample_id)
         if device_type == "cuda":
@@ -271,7 +273,8 @@ def run_job(
         outcome = process_sample(sample, method, evaluator, seed, device_type)
         outcome.row.update(row_constant, finished_at=time.time())
         image = outcome.result.image if outcome.result is not None else None
-        store.write_sample(outcome.row, outcome.pairs, image)
+        extra = {DRAG_BACK_IMAGE: outcome.dragged_back} if outcome.dragged_back is not None else None
+        store.write_sample(outcome.row, outcome.pairs, image, extra)
         log.info(
             "%s: %s MD=%s IF=%s (%.1f s)",
             sample.sample_id,

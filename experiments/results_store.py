@@ -32,6 +32,7 @@ RESOLVED_CONFIG = "config_resolved.yaml"  # the config of the job's first run (n
 CONFIG_HASH_FILE = "config_hash.txt"  # its experiments.config_identity.config_hash
 EDITS_DIR = "edits"
 EDITED_IMAGE = "dragged_image.png"  # official DragBench output file name
+DRAG_BACK_IMAGE = "drag_back_image.png"  # eval.drag_back: the edit dragged back (beside dragged_image.png)
 RESULT_COLUMNS = (
     "sample_id",
     "category",
@@ -185,19 +186,27 @@ class ResultsStore:
         return new_hash
 
     # ---- writing -------------------------------------------------------------------------------
-    def write_sample(self, row: dict, pairs: list[dict], image: np.ndarray | None) -> None:
-        """Record one finished sample: image, then pairs.csv, then its results.csv row (the commit point).
+    def write_sample(
+        self,
+        row: dict,
+        pairs: list[dict],
+        image: np.ndarray | None,
+        extra_images: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Record one finished sample: images, then pairs.csv, then its results.csv row (the commit point).
 
         Args:
             row: the results.csv row; must contain "sample_id" and "status".
             pairs: its pairs.csv rows (empty when the sample failed).
             image: edited uint8 (H, W, 3) image, or None (failed / unsupported).
+            extra_images: {file name: uint8 image} written beside it (e.g. DRAG_BACK_IMAGE).
         """
         sample_id = row["sample_id"]
-        if image is not None:
+        images = {EDITED_IMAGE: image} if image is not None else {}
+        for name, array in {**images, **(extra_images or {})}.items():
             buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
-            atomic_write_bytes(self.edited_image_path(sample_id), buffer.getvalue())
+            Image.fromarray(array).save(buffer, format="PNG")
+            atomic_write_bytes(self.edited_image_path(sample_id).with_name(name), buffer.getvalue())
         self._rows = [r for r in self._rows if r["sample_id"] != sample_id] + [row]
         self._pairs = [p for p in self._pairs if p["sample_id"] != sample_id] + list(pairs)
         atomic_write_csv(self.root / PAIRS_CSV, self.pairs())

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from harness_fakes import PixelFidelity
+from PIL import Image
 
 from dragbench.sample import DragSample
 from eval.evaluator import Evaluator
@@ -59,6 +60,9 @@ def test_identity_drag_back_is_exact_in_the_job_dir(make_cfg, tiny_samples):
     assert (results["drag_back_fidelity"] == 1.0).all() and (results["drag_back_distance"] == 0.0).all()
     assert (pairs["drag_back_distance"] == 0.0).all() and len(pairs) == metrics["n_pairs"]
     assert (results["seconds_drag_back"] >= 0).all()
+    for sample in tiny_samples:  # the back-dragged image sits beside the edit (the original, for identity)
+        back = np.asarray(Image.open(f"{job}/edits/{sample.sample_id}/drag_back_image.png"))
+        np.testing.assert_array_equal(back, sample.image)
     on_disk = json.loads(open(f"{job}/metrics.json").read())
     assert on_disk["drag_back_fidelity"] == 1.0 and on_disk["drag_back_distance_ci"] == [0.0, 0.0]
 
