@@ -36,10 +36,10 @@ from PIL import Image
 
 from benchmarks.model_calls import ModelCalls, backbone_modules
 from dragbench.cache import Cache
+from dragbench.diffusion.lora import LORA_STATS, lora_snapshots
 from experiments import CONF_DIR
 from experiments.job import run_job
 from experiments.results_store import ResultsStore
-from methods.dragdiffusion.lora import LORA_STATS, lora_snapshots
 
 log = logging.getLogger(__name__)
 

@@ -174,10 +174,10 @@ def test_changed_producer_source_or_library_version_misses(tmp_path, monkeypatch
 
 
 def test_code_version_follows_the_producers_harness_imports_only():
-    modules = producer_modules("methods.dragdiffusion.lora")
+    modules = producer_modules("dragbench.diffusion.lora")
     assert {
-        "methods.dragdiffusion.lora_augment",
-        "methods.dragdiffusion.lora_adapter",
+        "dragbench.diffusion.lora_augment",
+        "dragbench.diffusion.lora_adapter",
         "dragbench.backbone",
     } <= set(modules)
     assert "dragbench.diffusion.ddim" not in modules and not any(m.startswith("torch") for m in modules)
@@ -216,7 +216,7 @@ def test_each_cache_user_keys_by_its_own_code(tiny_backbone, tiny_samples, tmp_p
 
     monkeypatch.setattr(cache_module, "source_digest", edited("dragbench.diffusion.ddim"))
     assert edit_stats() == {"lora/hit": 1, "inversion/miss": 1}
-    monkeypatch.setattr(cache_module, "source_digest", edited("methods.dragdiffusion.lora_augment"))
+    monkeypatch.setattr(cache_module, "source_digest", edited("dragbench.diffusion.lora_augment"))
     # LoRA code edited: LoRA retrained, bit-identical; the inversion keys on the LoRA content
     # (plus its own module and the backbone's), so the inverted latent is reused
     assert edit_stats() == {"lora/miss": 1, "inversion/hit": 1}

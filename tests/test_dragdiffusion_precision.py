@@ -9,7 +9,9 @@ import torch
 
 from dragbench.backbone import build_tiny
 from dragbench.cache import Cache
+from dragbench.diffusion import lora as lora_module
 from dragbench.diffusion.drag_loop import drag_latent
+from dragbench.diffusion.lora import LoraTrainer
 from dragbench.diffusion.precision import (
     FP32,
     PLANS,
@@ -18,8 +20,6 @@ from dragbench.diffusion.precision import (
     resolve_precision,
     weights_in,
 )
-from methods.dragdiffusion import lora as lora_module
-from methods.dragdiffusion.lora import LoraTrainer
 from methods.dragdiffusion.method import DragDiffusion
 
 OFFICIAL = PLANS["official_fp16"]

@@ -11,7 +11,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from safetensors.torch import save_file
 
 from dragbench.backbone import build_tiny
-from methods.dragdiffusion.lora import (
+from dragbench.diffusion.lora import (
     LORA_STATS,
     LoraTrainer,
     denoising_loss,
@@ -20,7 +20,7 @@ from methods.dragdiffusion.lora import (
     lora_snapshots,
     save_lora,
 )
-from methods.dragdiffusion.lora_augment import (
+from dragbench.diffusion.lora_augment import (
     CropLatentSampler,
     random_crop_offsets,
     resize_shorter_side,

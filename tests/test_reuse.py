@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.model_calls import ModelCalls, backbone_modules
 from dragbench.cache import Cache
-from methods.dragdiffusion.lora import LORA_STATS, lora_snapshots
+from dragbench.diffusion.lora import LORA_STATS, lora_snapshots
 from methods.dragdiffusion.method import DragDiffusion
 
 KNOBS = dict(n_inference_steps=10, inversion_step=7, max_iters=3, lora_steps=2, lora_batch_size=2)

@@ -349,7 +349,7 @@ class DragDiffusion:
     def _lora(self, sample: DragSample) -> dict[str, torch.Tensor] | None:
         if self.lora_steps == 0:
             return None
-        from methods.dragdiffusion.lora import lora_snapshots
+        from dragbench.diffusion.lora import lora_snapshots
 
         snapshots = lora_snapshots(
             self.backbone,
@@ -369,7 +369,7 @@ class DragDiffusion:
     def _lora_context(self, lora_state: dict[str, torch.Tensor] | None) -> contextlib.AbstractContextManager:
         if lora_state is None:
             return contextlib.nullcontext()
-        from methods.dragdiffusion.lora import lora_applied
+        from dragbench.diffusion.lora import lora_applied
 
         return lora_applied(self.backbone.unet, lora_state, rank=self.lora_rank, alpha=self.lora_rank)
 

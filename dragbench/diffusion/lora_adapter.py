@@ -175,6 +175,6 @@ def load_lora(path: str | Path) -> tuple[LoraStateDict, int, int]:
         state_dict = {k: f.get_tensor(k) for k in f.keys()}
     if "rank" not in meta or "lora_alpha" not in meta:
         raise ValueError(
-            f"{path}: no rank/lora_alpha metadata; re-save it with methods.dragdiffusion.lora.save_lora"
+            f"{path}: no rank/lora_alpha metadata; re-save it with dragbench.diffusion.lora.save_lora"
         )
     return state_dict, int(meta["rank"]), int(meta["lora_alpha"])

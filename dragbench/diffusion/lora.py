@@ -23,9 +23,7 @@ from torch import Tensor
 
 from dragbench.backbone import Backbone
 from dragbench.diffusion.conditioning import ConditionedBackbone, Conditioning
-from dragbench.diffusion.precision import StagePrecision, weights_in
-from dragbench.progress import track
-from methods.dragdiffusion.lora_adapter import (
+from dragbench.diffusion.lora_adapter import (
     LoraStateDict,
     adapter_added,
     load_lora,
@@ -33,7 +31,9 @@ from methods.dragdiffusion.lora_adapter import (
     lora_state_dict,
     save_lora,
 )
-from methods.dragdiffusion.lora_augment import CropLatentSampler
+from dragbench.diffusion.lora_augment import CropLatentSampler
+from dragbench.diffusion.precision import StagePrecision, weights_in
+from dragbench.progress import track
 
 log = logging.getLogger(__name__)
 
