@@ -77,8 +77,9 @@ def score_folder(
                 row.update(**score.sample_columns(),
                            resized_from="x".join(map(str, score.resized_from_hw or ())))
                 pair_rows += [dict(pair, **labels) for pair in score.pair_rows(sample)]
-        log.info("%s: %s MD=%.2f IF=%.4f", sample.sample_id, row["status"], row["mean_distance"],
-                 row["image_fidelity"])
+        shown = [m for m in evaluator.metrics if m.sample_column is not None]
+        values = " ".join(f"{m.label}={row[m.sample_column]:.4g}" for m in shown)
+        log.info("%s: %s %s", sample.sample_id, row["status"], values)
         sample_rows.append(dict(row, **labels))
     samples_df = pd.DataFrame(sample_rows)
     pair_columns = [*PAIR_COLUMNS, *(c for m in evaluator.metrics for c in m.pair_columns)]

@@ -21,6 +21,7 @@ from dragbench.progress import track
 from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.validation import check_points_inside
 from eval.aggregate import summarize
+from eval.metrics import CORE_METRICS, METRICS
 from experiments.results_store import DRAG_BACK_IMAGE, METRICS_JSON, RESULTS_CSV, ResultsStore
 from methods.base import DragMethod, EditResult, peak_memory_mb
 
@@ -251,6 +252,7 @@ def run_job(
     weights["weights"] = combined_weights(weights["method_weights"], weights["eval_weights"])
     constant = {"seed": seed, **weights, "metric_version": evaluator.metric_version, **(run_info or {})}
     row_constant = {k: v for k, v in constant.items() if not isinstance(v, (dict, list))}
+    shown_metrics = [m for m in getattr(evaluator, "metrics", CORE_METRICS) if m.sample_column is not None]
     done = store.finished_ids
     todo = [s for s in samples if s.sample_id not in done]
     log.info(
@@ -275,14 +277,9 @@ def run_job(
         image = outcome.result.image if outcome.result is not None else None
         extra = {DRAG_BACK_IMAGE: outcome.dragged_back} if outcome.dragged_back is not None else None
         store.write_sample(outcome.row, outcome.pairs, image, extra)
-        log.info(
-            "%s: %s MD=%s IF=%s (%.1f s)",
-            sample.sample_id,
-            outcome.row["status"],
-            outcome.row.get("mean_distance"),
-            outcome.row.get("image_fidelity"),
-            outcome.row["seconds"],
-        )
+        values = " ".join(f"{m.label}={outcome.row.get(m.sample_column)}" for m in shown_metrics)
+        status, seconds = outcome.row["status"], outcome.row["seconds"]
+        log.info("%s: %s %s (%.1f s)", sample.sample_id, status, values, seconds)
         if logger is not None:
             logger.log_sample(sample, outcome.result, outcome.row)
     ids = {s.sample_id for s in samples}  # aggregate over this dataset only
@@ -293,9 +290,8 @@ def run_job(
     metrics = {**summary, **constant}
     store.write_json(METRICS_JSON, metrics)
     log.info(
-        "MD %.3f  IF %.4f  (%d ok, %d failed, %d unsupported; MD in %s) -> %s",
-        metrics["mean_distance"],
-        metrics["image_fidelity"],
+        "%s  (%d ok, %d failed, %d unsupported; MD in %s) -> %s",
+        "  ".join(f"{m.label} {metrics[m.name]:.{m.digits}f}" for m in METRICS if m.name in metrics),
         metrics["n_ok"],
         metrics["n_failed"],
         metrics["n_unsupported"],
