@@ -126,6 +126,7 @@ def train_with_official_draws(
         with torch.no_grad():
             for key in sorted(params):
                 p = params[key]
+                p.data = p.data.float()  # as ours: fp32 LoRA weights on any backbone dtype (official too)
                 p.copy_(a[key.removesuffix(".lora_A.weight")] if ".lora_A." in key else torch.zeros_like(p))
                 p.requires_grad_(True)
                 trainable.append(p)
