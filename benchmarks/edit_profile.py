@@ -1,4 +1,4 @@
-"""Where the time of one default DragDiffusion edit goes (SPEC §2 defaults, tiny model, CPU).
+"""Where the time of one default DragDiffusion edit goes (protocol §2 defaults, tiny model, CPU).
 
 Runs one edit with the method's defaults (LoRA 80 steps, inversion 35/50, drag <= 80 iterations, denoise)
 under `benchmarks.model_calls.ModelCalls` and prints the share of wall time spent outside the UNet / VAE /

@@ -1,4 +1,4 @@
-"""Per-stage time, peak memory and host syncs of one default DragDiffusion edit on a GPU (SPEC §6 costs).
+"""Per-stage time, peak memory and host syncs of one default DragDiffusion edit on a GPU (protocol §6 costs).
 
 Worlds: `tiny` (build_tiny, 128 px), `toy` (the toy model, 64 px) and `sd15` (SD-1.5's exact shapes, random
 weights, 512 px: the cost of the real model without its weights). Precision modes: DragDiffusion's

@@ -1,4 +1,4 @@
-"""Cost of the offline Fig. 7 sweep (SPEC §4) with and without reuse through the cache (DESIGN.md "Reuse").
+"""Cost of the offline Fig. 7 sweep (protocol §4) with and without reuse through the cache (DESIGN.md "Reuse").
 
 Runs the 14 points of `experiment=fig7` (composed with Hydra's compose API, run by `experiments.job.run_job`
 on built objects) twice in one process: reuse disabled (`cache.enabled=false`) and enabled (a fresh temporary

@@ -2,7 +2,7 @@
 
 Stage `edit` (GPU or CPU; needs torch/diffusers/peft only) writes, per method, the edited images of n toy
 samples to OUT/edits_<method>.npz: `recon` (DDIM inversion 35/50 + denoising, no edit), `identity`, and
-DragDiffusion with (`dd_lora`) and without (`dd_nolora`) LoRA, official defaults otherwise (SPEC §2).
+DragDiffusion with (`dd_lora`) and without (`dd_nolora`) LoRA, official defaults otherwise (protocol §2).
 Stage `score` (CPU) regenerates the samples from (n, seed) and writes OUT/toy_world.json: reconstruction PSNR,
 GT distance (eval/toy_ground_truth.py), lost objects, pixel metrics vs the GT edit, MD (DIFT features from the
 toy model itself: labelled `md_toy_dift`, not the official SD-2.1 MD), each with 95 % bootstrap CIs, and the
@@ -32,7 +32,7 @@ from dragbench.toy.samples import toy_samples
 
 log = logging.getLogger("benchmarks.toy_world")
 
-INVERSION_STEP, N_INFERENCE_STEPS = 35, 50  # SPEC §2
+INVERSION_STEP, N_INFERENCE_STEPS = 35, 50  # protocol §2
 N_BOOT, CI, BOOT_SEED = 2000, 0.95, 0
 METHODS = ("recon", "identity", "dd_nolora", "dd_lora")
 LABELS = {"dd_nolora": "DragDiffusion\nno LoRA", "dd_lora": "DragDiffusion\nLoRA 80"}  # rows of the figure

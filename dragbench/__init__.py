@@ -1,4 +1,4 @@
-"""DragBench harness core: samples, reading/writing/validating the benchmark, synthetic data (SPEC §1).
+"""DragBench harness core: samples, reading/writing/validating the benchmark, synthetic data (protocol §1).
 
 Light on purpose: importing `dragbench` pulls in numpy and PIL only (no torch); backbones live in
 `dragbench.backbone`.

@@ -2,7 +2,7 @@
 
 Both paths return the same `Backbone` object, so methods and metrics never branch on which one they got.
 The tiny models keep SD-1.5's block topology with small widths (the same configuration as the official-ref
-tiny pipeline in ../shared/data/official-ref), so "UNet block 3", "attention layer 10" and DIFT's
+tiny pipeline in $DRAGBENCH_SHARED_DATA/official-ref), so "UNet block 3", "attention layer 10" and DIFT's
 "up_ft_index 1" mean exactly what they mean on the real models.
 """
 
@@ -34,7 +34,7 @@ from dragbench.weights import (  # noqa: F401  (MissingWeightsError: re-exported
 
 log = logging.getLogger(__name__)
 
-# SPEC §2: DDIM with SD's training betas; clip_sample / set_alpha_to_one off, steps_offset 1.
+# protocol §2: DDIM with SD's training betas; clip_sample / set_alpha_to_one off, steps_offset 1.
 DDIM_CONFIG = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -290,7 +290,7 @@ def load_pretrained(
         )
     except (OSError, ValueError) as err:  # diffusers/transformers raise OSError (or EnvironmentError) here
         raise MissingWeightsError(_missing_weights_message(pretrained, local_files_only, err)) from None
-    # SPEC §2: the harness always uses its own DDIM configuration, as the official code does.
+    # protocol §2: the harness always uses its own DDIM configuration, as the official code does.
     parts["scheduler"] = DDIMScheduler(**DDIM_CONFIG)
     log.info("Loaded backbone %s", pretrained)
     return _finish(parts, resolve_device(device), resolve_dtype(dtype), weights, str(pretrained))

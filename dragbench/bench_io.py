@@ -1,4 +1,4 @@
-"""Read, write and resize DragBench samples in the official on-disk layout (SPEC §1).
+"""Read, write and resize DragBench samples in the official on-disk layout (protocol §1).
 
 `<root>/<category>/<name>/{original_image.png, meta_data.pkl, user_drag.png}`; `meta_data.pkl` holds
 `prompt`, `points` ([x, y] ints alternating handle, target) and `mask` (uint8 (H, W), 1 = editable).
@@ -34,7 +34,7 @@ from dragbench.visualize import draw_drag
 
 logger = logging.getLogger(__name__)
 
-CATEGORIES = (  # SPEC §1: the 10 DragBench category folders
+CATEGORIES = (  # protocol §1: the 10 DragBench category folders
     "art_work",
     "land_scape",
     "building_city_view",

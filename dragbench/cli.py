@@ -1,4 +1,4 @@
-"""`python -m dragbench`: validate, summarise, visualise and synthesise DragBench-layout folders (SPEC §1).
+"""`python -m dragbench`: validate, summarise, visualise and synthesise DragBench-layout folders (protocol §1).
 
 Subcommands: `validate ROOT`, `stats ROOT`, `show SAMPLE_DIR --out FILE.png`,
 `synth OUT --n N --size S --seed K`, `download ROOT [--url URL] [--sha256 HEX]`,

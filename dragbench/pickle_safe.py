@@ -1,4 +1,4 @@
-"""Restricted unpickler for DragBench `meta_data.pkl` files (SPEC §1).
+"""Restricted unpickler for DragBench `meta_data.pkl` files (protocol §1).
 
 A DragBench pickle needs only numpy's array/scalar reconstruction and plain builtin containers; every other
 global (``os.system``, ``subprocess.Popen``, ``builtins.eval`` …) is refused before it can be called.

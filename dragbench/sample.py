@@ -1,4 +1,4 @@
-"""What a drag-editing sample is (DragBench, SPEC §1) and the one place where point conventions convert.
+"""What a drag-editing sample is (DragBench, protocol §1) and the one place where point conventions convert.
 
 Outside the harness points are (x, y) image pixels (x = column, y = row), as on disk; inside the math
 modules they are (row, col) on some grid. `xy_to_rc` / `rc_to_xy` are the only converters.

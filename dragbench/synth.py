@@ -1,4 +1,4 @@
-"""Synthetic samples in the DragBench layout (SPEC §1): textured backgrounds, coloured objects, known drags.
+"""Synthetic samples in the DragBench layout (protocol §1): textured backgrounds, coloured objects, known drags.
 
 Each sample has 1-3 objects (discs or squares); each object carries one handle (its centre) and a target
 5-15 % of the image width away; the mask covers each object and its path. Sample i depends only on

@@ -1,6 +1,6 @@
 """A CLIP tokenizer built offline: byte-level vocabulary, no merges (one token per character).
 
-Same layout as the tokenizer of the official-ref tiny pipeline (../shared/data/official-ref/README.md):
+Same layout as the tokenizer of the official-ref tiny pipeline ($DRAGBENCH_SHARED_DATA/official-ref/README.md):
 id 0 = <|startoftext|>, id 1 = <|endoftext|> (also pad and unk), ids 2..257 = the 256 byte symbols of
 `bytes_to_unicode()` in its order, ids 258..513 = the same symbols with the `</w>` word-end suffix.
 """

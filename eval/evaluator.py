@@ -1,4 +1,4 @@
-"""Scores one edited image against its DragBench sample with every active metric of eval.metrics (SPEC §3).
+"""Scores one edited image against its DragBench sample with every active metric of eval.metrics (protocol §3).
 
 `official_evaluator` / `tiny_evaluator` are the two constructions behind `eval=official|tiny`
 (conf/eval/*.yaml `_target_` them with exactly their keyword arguments; `python -m eval.score --eval` too).
@@ -35,7 +35,7 @@ from eval.metrics import (
 log = logging.getLogger(__name__)
 
 METRIC_VERSION = "1"  # bump (with a dated line in eval/CHANGELOG.md) whenever MD or IF could move
-# SPEC §3: DIFT features from Stable Diffusion 2.1 (768-v). stabilityai/stable-diffusion-2-1 was withdrawn
+# protocol §3: DIFT features from Stable Diffusion 2.1 (768-v). stabilityai/stable-diffusion-2-1 was withdrawn
 # (Nov 2025); the same files live on in an unofficial community mirror (dragbench.weights.SOURCES).
 DIFT_PRETRAINED = SD21_HUB_ID
 FEATURE_CACHE_NAMESPACE = "dift"

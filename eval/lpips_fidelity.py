@@ -1,4 +1,4 @@
-"""Image Fidelity = 1 − LPIPS(alex, v0.1) at 224×224 (SPEC §3; DragDiffusion `run_eval_similarity.py`).
+"""Image Fidelity = 1 − LPIPS(alex, v0.1) at 224×224 (protocol §3; DragDiffusion `run_eval_similarity.py`).
 
 The LPIPS linear layers ship inside the `lpips` package (lpips/weights/v0.1/alex.pth); the AlexNet trunk is a
 torchvision checkpoint in the torch hub cache, downloaded on first use under the harness's one download policy
@@ -31,7 +31,7 @@ from dragbench.weights import (
 log = logging.getLogger(__name__)
 
 LPIPS_SIZE = (224, 224)  # both images bilinearly resized to 224×224 before LPIPS (run_eval_similarity.py)
-LPIPS_NET = "alex"  # SPEC §3: LPIPS(net="alex")
+LPIPS_NET = "alex"  # protocol §3: LPIPS(net="alex")
 LPIPS_VERSION = "0.1"  # lpips' default and latest linear-layer calibration
 # torchvision's AlexNet ImageNet checkpoint file name (alexnet-owt-7be5be79.pth), read from torchvision.
 ALEXNET_CHECKPOINT = Path(urlparse(AlexNet_Weights.IMAGENET1K_V1.url).path).name

@@ -1,4 +1,4 @@
-"""Mean Distance point matching (SPEC §3): where did each handle's feature end up in the edited image?
+"""Mean Distance point matching (protocol §3): where did each handle's feature end up in the edited image?
 
 Mirrors DragDiffusion's `drag_bench_evaluation/run_eval_point_matching.py`: both feature maps upsampled
 bilinearly to the image size, the original's feature read at the (integer) handle pixel, cosine-similarity
@@ -18,7 +18,7 @@ MD_VARIANTS = ("standard", "masked", "normalised")
 """standard: the official MD. masked: m-MD (argmax restricted to the editable mask, as in DragLoRA).
 normalised: distance × 100 / max(H, W) (percent of the longer image side; = ×100/768 on 768² images)."""
 
-NORMALISED_SCALE = 100.0  # normalised MD is a percentage of the image's longer side (SPEC §3 variants)
+NORMALISED_SCALE = 100.0  # normalised MD is a percentage of the image's longer side (protocol §3 variants)
 _CHANNEL_CHUNK = 64  # channels upsampled at once: bounds memory at 64 × H × W floats per map
 
 

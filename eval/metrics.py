@@ -135,7 +135,7 @@ def _matched_distances(inputs: ScoringInputs, image: np.ndarray, targets: np.nda
 
 
 def measure_mean_distance(inputs: ScoringInputs) -> Measured:
-    """MD: distance from where each handle's feature lands in the edit to its target (SPEC §3)."""
+    """MD: distance from where each handle's feature lands in the edit to its target (protocol §3)."""
     return _matched_distances(inputs, inputs.edited, inputs.sample.targets)
 
 

@@ -1,4 +1,4 @@
-"""Figures from result files only: the Fig. 7 ablation panels (SPEC §4) and a grid of edits.
+"""Figures from result files only: the Fig. 7 ablation panels (protocol §4) and a grid of edits.
 
 `python -m experiments.figures SWEEP_DIR... --out DIR` redraws from summary.csv (or the job dirs) without
 recomputing anything. Plot functions take DataFrames and return Figures; no I/O inside them.

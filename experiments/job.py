@@ -160,7 +160,7 @@ def process_sample(
         method: anything with `edit(sample) -> EditResult`.
         evaluator: `eval.Evaluator` (`sample_row`, `score(sample, edited, dragged_back=) -> SampleScore`);
             with `drag_back` true the result is edited back with handles and targets swapped first.
-        seed: set before the edit, and again before the Drag-Back edit (SPEC §2: seed 42 before every sample).
+        seed: set before the edit, and again before the Drag-Back edit (protocol §2: seed 42 before every sample).
         device_type: "cuda" to measure peak GPU memory, else process peak RSS is recorded.
 
     Returns:

@@ -14,7 +14,7 @@ from dragbench.diffusion.attention import (
     self_attention_layers,
 )
 
-START_LAYER = 10  # SPEC §2
+START_LAYER = 10  # protocol §2
 
 
 @pytest.fixture(scope="module")

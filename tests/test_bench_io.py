@@ -1,4 +1,4 @@
-"""Loading, saving and resizing DragBench-layout samples (SPEC §1; official-ref inputs README for resize)."""
+"""Loading, saving and resizing DragBench-layout samples (protocol §1; official-ref inputs README for resize)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import SHARED_DATA
 
 from dragbench import DragSample, load_bench, load_sample, resize_sample, save_sample
 from dragbench.synth import synthetic_samples
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/data"
+SHARED = SHARED_DATA
 REAL = SHARED / "dragbench-real"
 REF_INPUTS = SHARED / "official-ref/inputs-128"
 

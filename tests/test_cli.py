@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import REAL_SAMPLES
 
 from dragbench import DragSample, save_sample
 from dragbench.cli import main
 from dragbench.visualize import ARROW_RGB, HANDLE_RGB, MASK_TINT_ALPHA, TARGET_RGB, draw_drag
 
-REAL = Path(__file__).resolve().parents[2] / "shared/data/dragbench-real"
+REAL = REAL_SAMPLES
 
 
 def _run(capsys, *argv: str) -> tuple[int, list[str], str]:

@@ -27,7 +27,7 @@ SLOW_METHODS = {"dragdiffusion", "draggan_tiny"}
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 ABLATIONS = sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml"))
 FIG7_KNOBS = ("inversion_step", "lora_steps", "unet_block")
-PAPER_DEFAULTS = {"inversion_step": 35, "lora_steps": 80, "unet_block": 3}  # SPEC §2
+PAPER_DEFAULTS = {"inversion_step": 35, "lora_steps": 80, "unet_block": 3}  # protocol §2
 # Shrink expensive knobs (when a method has them) so the contract test stays fast; the knob's meaning is kept.
 FAST_KNOBS = {
     "lora_steps": 2,

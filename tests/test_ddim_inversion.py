@@ -1,4 +1,4 @@
-"""Shared DDIM inversion / denoising (SPEC §2): timesteps, the inversion formula, reconstruction."""
+"""Shared DDIM inversion / denoising (protocol §2): timesteps, the inversion formula, reconstruction."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class ConstantEps(torch.nn.Module):
 def test_timesteps_and_drag_timestep():
     timesteps = denoising_timesteps(CONFIG, 50)
     assert timesteps[0] == 981 and timesteps[-1] == 1 and len(timesteps) == 50
-    assert drag_timestep(CONFIG, 50, 35) == 681  # SPEC §2
+    assert drag_timestep(CONFIG, 50, 35) == 681  # protocol §2
     assert drag_timestep(CONFIG, 50, 50) == 981
     with pytest.raises(ValueError, match="inversion_step"):
         drag_timestep(CONFIG, 50, 0)

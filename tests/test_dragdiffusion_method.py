@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from shared_data import REAL_SAMPLES
 
 from dragbench import InvalidSampleError, load_sample
 from dragbench.backbone import MissingWeightsError, load_pretrained
@@ -20,7 +20,7 @@ from dragbench.sample import DragSample
 from methods.base import EditResult
 from methods.dragdiffusion.method import DragDiffusion
 
-REAL = Path(__file__).resolve().parents[2] / "shared/data/dragbench-real"
+REAL = REAL_SAMPLES
 FAST = dict(lora_steps=0, max_iters=4)  # keep the tiny runs short
 INFO_KEYS = {
     "time/lora",
@@ -102,7 +102,7 @@ def test_unet_feature_hooks_record_block_outputs_with_grad_and_clean_up(tiny_bac
     with UNetFeatureHooks(unet, [1, 2]) as hooks:
         unet(z, 681, encoder_hidden_states=emb)
         assert hooks.features[1].shape == (1, 64, 8, 8)  # up_blocks[1]: 64 ch at half latent size
-        assert hooks.features[2].shape == (1, 32, 16, 16)  # up_blocks[2]: latent size (SPEC §2 block 3)
+        assert hooks.features[2].shape == (1, 32, 16, 16)  # up_blocks[2]: latent size (protocol §2 block 3)
         hooks.features[2].sum().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
     assert all(len(block._forward_hooks) == 0 for block in unet.up_blocks)

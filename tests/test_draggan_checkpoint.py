@@ -1,4 +1,4 @@
-"""Safe loading of StyleGAN2 checkpoints (SPEC §5): official-shaped NVIDIA pickles without running their code,
+"""Safe loading of StyleGAN2 checkpoints (protocol §5): official-shaped NVIDIA pickles without running their code,
 malicious pickles refused, plain state dicts."""
 
 from __future__ import annotations

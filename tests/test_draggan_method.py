@@ -1,4 +1,4 @@
-"""DragGAN as a DragMethod (SPEC §5): config <-> constructor, GAN inversion, square-canvas adapter on a real
+"""DragGAN as a DragMethod (protocol §5): config <-> constructor, GAN inversion, square-canvas adapter on a real
 non-square DragBench sample, category routing, explicit LPIPS failure."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from shared_data import REAL_SAMPLES
 
 from dragbench import load_sample
 from dragbench.backbone import MissingWeightsError
@@ -22,7 +23,7 @@ from methods.draggan.projector import ReconstructionLoss, pivotal_tuning, projec
 from methods.draggan.stylegan2 import build_tiny_generator
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = Path(__file__).resolve().parents[2] / "shared/data/dragbench-real"
+REAL = REAL_SAMPLES
 INFO_KEYS = {
     "time/inversion",
     "time/drag",

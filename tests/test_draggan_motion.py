@@ -1,4 +1,4 @@
-"""DragGAN maths (SPEC §5): radii, disc, motion supervision, mask term, tracking vs hand-computed values;
+"""DragGAN maths (protocol §5): radii, disc, motion supervision, mask term, tracking vs hand-computed values;
 the drag loop on the tiny random StyleGAN2 moves handles toward targets and the mask term holds the rest."""
 
 from __future__ import annotations

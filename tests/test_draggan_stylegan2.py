@@ -1,4 +1,4 @@
-"""StyleGAN2 of the DragGAN baseline: official parameter names/shapes, FIR maths, outputs (SPEC §5)."""
+"""StyleGAN2 of the DragGAN baseline: official parameter names/shapes, FIR maths, outputs (protocol §5)."""
 
 from __future__ import annotations
 

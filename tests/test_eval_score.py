@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from shared_data import REAL_SAMPLES
 
 from dragbench import load_bench
 from dragbench.backbone import MissingWeightsError
@@ -22,7 +23,7 @@ from eval.patch_featurizer import PatchFeaturizer
 from eval.score import EDIT_FILE, score_folder
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = Path(__file__).resolve().parents[2] / "shared/data/dragbench-real"
+REAL = REAL_SAMPLES
 
 
 def copy_originals(bench: Path, edits: Path) -> list[str]:

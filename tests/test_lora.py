@@ -1,4 +1,4 @@
-"""DragDiffusion LoRA (SPEC §2 "LoRA" row), tiny backbone: learning, snapshots, apply/remove, I/O, cache."""
+"""DragDiffusion LoRA (protocol §2 "LoRA" row), tiny backbone: learning, snapshots, apply/remove, I/O, cache."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def backbone():
 
 @pytest.fixture(scope="module")
 def snaps(backbone):
-    """One training run to 40 steps with the SPEC defaults (lr 5e-4, batch 4, seed 42), 64 px crops."""
+    """One training run to 40 steps with the protocol §2 defaults (lr 5e-4, batch 4, seed 42), 64 px crops."""
     return lora_snapshots(backbone, _image(), PROMPT, STEPS, train_size=SIZE)
 
 
@@ -268,7 +268,7 @@ def test_lora_applied_is_exact_and_fully_removed(backbone, snaps):
             unet.set_attn_processor(CountingProcessor())
             custom_out = unet(z0 + noise, t, text).sample
             unet.set_attn_processor(dict(processors))  # diffusers pops from the dict it is given
-        with lora_applied(unet, snaps[40], alpha=32):  # scaling alpha / rank doubles: the SPEC §2 trap
+        with lora_applied(unet, snaps[40], alpha=32):  # scaling alpha / rank doubles: the protocol §2 trap
             doubled = unet(z0 + noise, t, text).sample
         after = unet(z0 + noise, t, text).sample
     assert CountingProcessor.calls == 32  # every attention went through the custom processor ...

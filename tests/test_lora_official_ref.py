@@ -1,6 +1,6 @@
 """Our LoRA trainer vs the official DragDiffusion `train_lora` (tests/data/official_lora_ref, see its README).
 
-The official run (diffusers 0.24, CPU fp32, tiny SD-1.5-topology weights of ../shared/data/official-ref, the
+The official run (diffusers 0.24, CPU fp32, tiny SD-1.5-topology weights of $DRAGBENCH_SHARED_DATA/official-ref, the
 official-ref inputs, 512-px crops as its hard-coded transform) recorded its global-RNG state, losses and
 weights. Here our `LoraTrainer` is fed the *same random draws*, consumed in the official order (LoRA init,
 crop offsets, posterior samples, noise, timesteps): the losses and the trained weights must then match.
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import OFFICIAL_REF
 from torch import Tensor
 
 from dragbench import load_sample
@@ -25,7 +26,7 @@ from dragbench.diffusion.lora import LoraTrainer
 from dragbench.diffusion.lora_augment import CropLatentSampler
 
 DATA = Path(__file__).resolve().parent / "data" / "official_lora_ref"
-OFFICIAL_REF = Path(__file__).resolve().parents[2] / "shared/data/official-ref"
+OFFICIAL_REF = OFFICIAL_REF
 pytestmark = pytest.mark.skipif(
     not OFFICIAL_REF.is_dir(), reason=f"official tiny weights and inputs not found at {OFFICIAL_REF}"
 )

@@ -1,4 +1,4 @@
-"""DragDiffusion vs the official code's recorded outputs (../shared/data/official-ref, see its README).
+"""DragDiffusion vs the official code's recorded outputs ($DRAGBENCH_SHARED_DATA/official-ref, see its README).
 
 Tiny random SD-1.5-topology weights, CPU fp32, no LoRA, 3 DragBench samples x configs a (unet_block 3) and
 c (unet_block 2). Checked: token ids (exact), inverted latent (<= 1e-5), initial grid points (exact), first
@@ -9,17 +9,17 @@ handles, updated latent, images (PSNR >= 40 dB vs dragged_image.png).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_data import OFFICIAL_REF
 
 from dragbench import load_sample
 from methods.dragdiffusion.method import DragDiffusion
 
-REF = Path(__file__).resolve().parents[2] / "shared/data/official-ref"
+REF = OFFICIAL_REF
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason=f"official reference outputs not found at {REF}")
 
 UNET_BLOCK = {"a_inv35_feat3": 3, "c_inv35_feat2": 2}  # official feature index 3/2 = up_blocks[2]/[1]

@@ -1,4 +1,4 @@
-"""Restricted unpickler for meta_data.pkl: numpy arrays/scalars and containers only (SPEC §1)."""
+"""Restricted unpickler for meta_data.pkl: numpy arrays/scalars and containers only (protocol §1)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import REAL_SAMPLES
 
 from dragbench import InvalidSampleError, load_sample
 from dragbench.pickle_safe import safe_load, safe_loads
 
-REAL = Path(__file__).resolve().parents[2] / "shared/data/dragbench-real"
+REAL = REAL_SAMPLES
 
 
 def _meta() -> dict:

@@ -1,5 +1,5 @@
 """The real-path rehearsal (benchmarks/rehearse.py): published configs and layouts, its checks, and (slow) the
-whole `--quick` run on full-size real samples (../shared/data/dragbench-real)."""
+whole `--quick` run on full-size real samples ($DRAGBENCH_SHARED_DATA/dragbench-real)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from shared_data import REAL_SAMPLES
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from benchmarks.nvidia_pickle import write_nvidia_pickle
@@ -24,7 +25,7 @@ from experiments import REPO_ROOT
 from methods.draggan.checkpoint import load_generator
 from methods.draggan.stylegan2 import build_tiny_generator
 
-REAL_SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/dragbench-real"
+REAL_SAMPLES = REAL_SAMPLES
 
 
 def _n_params(model: torch.nn.Module) -> int:

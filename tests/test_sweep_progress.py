@@ -43,7 +43,7 @@ def test_multirun_logs_job_k_of_n_and_sample_lines(run_app, tmp_path, caplog):
     starts = [line for line in lines if line.endswith(": started")]
     assert len(starts) == 2
     assert starts[0] == "job 1/2 ablation=unet_block_2: started"  # the swept key only
-    assert re.match(r"job 2/2 ablation=paper_default, [\d.]+ s/job, ETA 0:00:\d\d: started$", starts[1])
+    assert re.match(r"job 2/2 ablation=paper_default, [\d.]+ (s/job|job/s), ETA 0:00:\d\d: started$", starts[1])
     assert "job 2/2 ablation=paper_default | sample 1/2 art_work/synthetic_0000" in lines
     assert "job 2/2 ablation=paper_default | sample 2/2 land_scape/synthetic_0001, " in "\n".join(lines)
 

@@ -42,7 +42,7 @@ def test_vae_reconstructs_and_unet_predicts_noise(bb):
     assert -10 * np.log10(mse) > 28  # dB; the trained VAE reaches ~35 dB on fresh scenes
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(z0.shape, generator=g)
-    a = bb.fresh_scheduler().alphas_cumprod[681]  # the DragDiffusion timestep (SPEC §2)
+    a = bb.fresh_scheduler().alphas_cumprod[681]  # the DragDiffusion timestep (protocol §2)
     eps = bb.unet(a.sqrt() * z0 + (1 - a).sqrt() * noise, 681, bb.encode_prompt(s.prompt)).sample
     assert torch.nn.functional.mse_loss(eps, noise).item() < 0.1  # untrained ~1; trained ~0.02
 

@@ -1,4 +1,4 @@
-"""Each DragBench validation rule (SPEC §1) gives one InvalidSampleError naming the file, reason and value."""
+"""Each DragBench validation rule (protocol §1) gives one InvalidSampleError naming the file, reason and value."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def code_version() -> str:
 
 
 def alphas_cumprod(device: torch.device) -> torch.Tensor:
-    """ᾱ_t of SD's scaled_linear schedule (SPEC §2), float (1000,)."""
+    """ᾱ_t of SD's scaled_linear schedule (protocol §2), float (1000,)."""
     n, b0, b1 = DDIM_CONFIG["num_train_timesteps"], DDIM_CONFIG["beta_start"], DDIM_CONFIG["beta_end"]
     betas = torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
     return torch.cumprod(1 - betas, 0).float().to(device)

@@ -3,7 +3,7 @@
 `SelfAttentionControl` is the slot: on the self-attention layers with execution index >= `start_layer`
 (counted in *this* UNet's module tree: down, mid, up; SD-1.5 has 16, see `self_attention_layers`), from
 denoising step `start_step` on, a `KeyValueEdit` may replace each layer's keys and values before attention
-(FastDrag-style injection of stored keys/values plugs in here). `MutualSelfAttention` (SPEC §2) is the
+(FastDrag-style injection of stored keys/values plugs in here). `MutualSelfAttention` (protocol §2) is the
 edit "every batch item attends to the keys/values of item 0 (the reference)", used by DragDiffusion's final
 denoising of [reference, edited] (layers 10-15 of SD-1.5: those of `up_blocks[2]` and `up_blocks[3]`).
 Layers are never selected by counting calls; the step index is set explicitly by the denoising loop.
@@ -204,15 +204,15 @@ class SelfAttentionControl:
 
 
 class MutualSelfAttention(SelfAttentionControl):
-    """Mutual self-attention (SPEC §2): controlled layers attend to the keys/values of batch item 0.
+    """Mutual self-attention (protocol §2): controlled layers attend to the keys/values of batch item 0.
 
     The batch must be [reference, edited, ...]. Other attention modules run diffusers' SDPA (the official
     code runs all attention through SDPA in this phase).
 
     Args:
         unet: diffusers UNet2DConditionModel.
-        start_layer: first controlled self-attention layer in execution order (SPEC §2: 10 of SD-1.5's 16).
-        start_step: first controlled denoising step, counted from 0 (SPEC §2: 0).
+        start_layer: first controlled self-attention layer in execution order (protocol §2: 10 of SD-1.5's 16).
+        start_step: first controlled denoising step, counted from 0 (protocol §2: 0).
     """
 
     def __init__(self, unet: torch.nn.Module, start_layer: int, start_step: int = 0) -> None:

@@ -1,11 +1,11 @@
-"""Deterministic DDIM inversion and DDIM denoising from an intermediate timestep (SPEC §2 "inversion").
+"""Deterministic DDIM inversion and DDIM denoising from an intermediate timestep (protocol §2 "inversion").
 
 Shared by methods that edit a real image in latent space: `encode_image` (VAE posterior mean x scale),
 `invert_image` (encode + invert, through the cache when given), `ddim_invert`, `ddim_denoise`,
 `decode_latents`. Inversion walks the ascending DDIM timesteps
 with diffusers' `DDIMInverseScheduler` (the UNet is evaluated at t, "current" alpha = that of t - step,
 "next" alpha = that of t), which reproduces the official DragDiffusion inversion; denoising uses
-`DDIMScheduler.step` (eta 0). No classifier-free guidance (guidance 1.0, as SPEC §2).
+`DDIMScheduler.step` (eta 0). No classifier-free guidance (guidance 1.0, as protocol §2).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def ddim_invert(
         model: the noise predictor (`predict_noise`), e.g. the `Backbone`.
         latent: (B, 4, h, w) VAE latent, already multiplied by the latent scale.
         cond: conditioning of batch B (no unconditional branch).
-        scheduler_config: DDIM config (SPEC §2), e.g. `backbone.scheduler.config`.
+        scheduler_config: DDIM config (protocol §2), e.g. `backbone.scheduler.config`.
         n_inference_steps: DDIM steps of the full schedule (50).
         inversion_step: how many of them to invert (35 -> t = 681); 0 returns the latent unchanged.
 
@@ -92,7 +92,7 @@ def ddim_denoise(
         model: the noise predictor (`predict_noise`); attention processors installed by the caller apply.
         latents: (B, 4, h, w) latents at `drag_timestep(...)`.
         cond: conditioning of batch B.
-        scheduler_config: DDIM config (SPEC §2).
+        scheduler_config: DDIM config (protocol §2).
         n_inference_steps: DDIM steps of the full schedule (50).
         inversion_step: number of steps to run (35: timesteps 681, 661, ..., 1).
         step_callback: called as (step index from 0, timestep) before each UNet call (e.g. to tell an

@@ -1,4 +1,4 @@
-"""The latent-optimisation drag loop (DragDiffusion's, SPEC §2; official-ref README "Drag loop (at t = 681)").
+"""The latent-optimisation drag loop (DragDiffusion's, protocol §2; official-ref README "Drag loop (at t = 681)").
 
 Each iteration: features of the current latent -> point tracking (not in the first) -> stop check ->
 motion supervision + mask term -> one Adam step. The feature function, the point tracker and the
@@ -78,8 +78,8 @@ def drag_latent(
         handles_rc: (N, 2) float32 integer-valued handles (row, col) on the feature grid.
         targets_rc: (N, 2) float32 targets (row, col).
         mask_latent: (1, 1, h, w) editable mask on the latent grid (1 = editable), or None.
-        lr: Adam learning rate (SPEC §2: 0.01).
-        max_iters: at most this many iterations (SPEC §2: 80).
+        lr: Adam learning rate (protocol §2: 0.01).
+        max_iters: at most this many iterations (protocol §2: 80).
         lam: mask-term weight.
         stop_distance: stop when all handles are closer than this (grid px).
         tracker: point tracker; None = DragDiffusion's `NearestNeighbourTracker(radius=3)` (r2 = 3).

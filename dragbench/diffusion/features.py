@@ -1,4 +1,4 @@
-"""Intermediate UNet decoder features via forward hooks (DragDiffusion SPEC §2 "features", DIFT SPEC §3).
+"""Intermediate UNet decoder features via forward hooks (DragDiffusion protocol §2 "features", DIFT protocol §3).
 
 Replaces the official code's copied UNet forward: a forward hook on `unet.up_blocks[i]` records the block's
 output (after its own upsampler, if any), with gradients when the UNet call had them.

@@ -1,4 +1,4 @@
-"""DragDiffusion's identity-preserving LoRA training (SPEC §2 "LoRA" row): train once, keep snapshots, cache.
+"""DragDiffusion's identity-preserving LoRA training (protocol §2 "LoRA" row): train once, keep snapshots, cache.
 
 Reproduces the official `utils/lora_utils.py` on diffusers + peft: a rank-16 peft adapter on `to_q, to_k,
 to_v, to_out.0` of every attention, AdamW at a constant lr, ε-MSE on noised VAE-posterior samples of random
@@ -48,9 +48,9 @@ __all__ = [
     "save_lora",
 ]
 
-ADAMW_BETAS = (0.9, 0.999)  # SPEC §2 / official lora_utils.py
-ADAMW_WEIGHT_DECAY = 1e-2  # SPEC §2
-ADAMW_EPS = 1e-8  # SPEC §2
+ADAMW_BETAS = (0.9, 0.999)  # protocol §2 / official lora_utils.py
+ADAMW_WEIGHT_DECAY = 1e-2  # protocol §2
+ADAMW_EPS = 1e-8  # protocol §2
 CACHE_NAMESPACE = "lora"
 RESUME_NAMESPACE = "lora_resume"  # optimiser + generator state at the end of each training run
 CACHE_PRODUCERS = (__name__,)  # this trainer's source (+ the harness modules it imports) keys both namespaces
@@ -172,9 +172,9 @@ class LoraTrainer:
     """Trains the DragDiffusion LoRA once per (image, prompt, model, hyper-parameters) and keeps snapshots.
 
     Attributes:
-        rank, alpha: adapter rank and lora_alpha (SPEC §2: 16, 16).
-        lr: AdamW learning rate, constant (SPEC §2: 5e-4).
-        batch_size: random crops per step (SPEC §2: 4).
+        rank, alpha: adapter rank and lora_alpha (protocol §2: 16, 16).
+        lr: AdamW learning rate, constant (protocol §2: 5e-4).
+        batch_size: random crops per step (protocol §2: 4).
         seed: seeds the torch.Generator of crops, posterior samples, noise, timesteps and lora_A's init.
         train_size: crop side in pixels; None = the model's native resolution (UNet sample_size × VAE
             factor: 512 for SD-1.5, the official constant; 128 for the tiny model).

@@ -1,8 +1,8 @@
-"""The DragDiffusion LoRA adapter on a shared UNet (SPEC §2 "LoRA" row): apply/remove exactly, save/load.
+"""The DragDiffusion LoRA adapter on a shared UNet (protocol §2 "LoRA" row): apply/remove exactly, save/load.
 
 peft (via diffusers' `add_adapter`) wraps `to_q, to_k, to_v, to_out.0` of every attention; removal unwraps
 them again, so the shared backbone is left bit-identical. Files keep rank and lora_alpha in their metadata
-(SPEC §2 trap: without alpha, reloads differ).
+(protocol §2 trap: without alpha, reloads differ).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-LORA_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]  # SPEC §2: every attention's projections
+LORA_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]  # protocol §2: every attention's projections
 ADAPTER_NAME = "dragdiffusion_lora"
 LORA_FILE_FORMAT = "dragbench-lora-v1"  # safetensors metadata "format"
 
@@ -33,7 +33,7 @@ LoraStateDict = dict[str, Tensor]
 
 
 def lora_config(rank: int, alpha: int) -> LoraConfig:
-    """The peft config of SPEC §2 (gaussian init: lora_A ~ N(0, 1/rank²), lora_B = 0, so a fresh adapter is a
+    """The peft config of protocol §2 (gaussian init: lora_A ~ N(0, 1/rank²), lora_B = 0, so a fresh adapter is a
     no-op; scaling = alpha / rank)."""
     return LoraConfig(
         r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=LORA_TARGET_MODULES
@@ -138,7 +138,7 @@ def lora_applied(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Save / load (SPEC §2 trap: without lora_alpha in the file, reloads differ)
+# Save / load (protocol §2 trap: without lora_alpha in the file, reloads differ)
 # ---------------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The training batches of DragDiffusion's identity-preserving LoRA (SPEC §2 "LoRA" row).
+"""The training batches of DragDiffusion's identity-preserving LoRA (protocol §2 "LoRA" row).
 
 The official `utils/lora_utils.py` builds every training batch from `lora_batch_size` independent draws of
 `Resize(512, bilinear)` (shorter side to 512) + `RandomCrop(512)` of the one input image, then maps pixels to

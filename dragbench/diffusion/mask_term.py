@@ -1,4 +1,4 @@
-"""DragDiffusion's mask term (SPEC §2 "mask term"): keep the region outside the editable mask unchanged.
+"""DragDiffusion's mask term (protocol §2 "mask term"): keep the region outside the editable mask unchanged.
 
 lam * sum |(x_prev - sg(x_prev_0)) * (1 - M)|, measured one DDIM step below the drag timestep.
 """
@@ -33,6 +33,6 @@ def mask_term(x_prev: torch.Tensor, x_prev0: torch.Tensor, mask_latent: torch.Te
         x_prev: (1, 4, h, w) one DDIM step below t from the current latent (with gradients).
         x_prev0: (1, 4, h, w) the same from the original latent (no gradients).
         mask_latent: (1, 1, h, w) 1 = editable.
-        lam: weight (0.1 in SPEC §2).
+        lam: weight (0.1 in protocol §2).
     """
     return lam * ((x_prev - x_prev0) * (1.0 - mask_latent)).abs().sum()

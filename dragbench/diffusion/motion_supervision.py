@@ -1,4 +1,4 @@
-"""DragDiffusion motion supervision (SPEC §2 "motion supervision"; official-ref README "Drag loop").
+"""DragDiffusion motion supervision (protocol §2 "motion supervision"; official-ref README "Drag loop").
 
 For each pair still >= 2 grid px from its target: L1 between the detached features of the (2 r1 + 1)^2 patch
 around the handle and the same patch shifted by the unit direction to the target, bilinearly sampled from the
@@ -90,7 +90,7 @@ class PatchMotionSupervision:
     """DragDiffusion's motion-supervision loss (the drag loop's default): `motion_supervision_loss`.
 
     Args:
-        radius: r1, the patch radius in grid pixels (SPEC §2: 1).
+        radius: r1, the patch radius in grid pixels (protocol §2: 1).
         skip_distance: pairs closer than this (grid px) contribute nothing (the loop's stop distance).
     """
 

@@ -1,4 +1,4 @@
-"""DragDiffusion point tracking and the stop rule (SPEC §2 "point tracking", "stopping").
+"""DragDiffusion point tracking and the stop rule (protocol §2 "point tracking", "stopping").
 
 Nearest neighbour, in L1 over channels, to the initial handle's feature in the original latent's
 feature map, searched in a (2 r2 + 1)^2 window around the current handle clipped at the grid borders.
@@ -71,7 +71,7 @@ class NearestNeighbourTracker:
     """DragDiffusion's point tracker (the drag loop's default): `track_points` with search radius `radius`.
 
     Args:
-        radius: r2, the search radius in grid pixels (SPEC §2: 3).
+        radius: r2, the search radius in grid pixels (protocol §2: 3).
     """
 
     def __init__(self, radius: int = 3) -> None:

@@ -1,6 +1,6 @@
 """Where DragDiffusion's points live: (x, y) image pixels outside, (row, col) on the supervision grid inside.
 
-SPEC §2 "features": the grid is half the image size; official-ref README "Coordinates" gives the rounding
+protocol §2 "features": the grid is half the image size; official-ref README "Coordinates" gives the rounding
 (float32, halves to even) and the way back to pixels.
 """
 
@@ -11,7 +11,7 @@ import torch
 
 from dragbench.sample import rc_to_xy, xy_to_rc
 
-# SPEC §2: features are resized to half the image resolution (the official `sup_res = int(0.5 * size)`).
+# protocol §2: features are resized to half the image resolution (the official `sup_res = int(0.5 * size)`).
 SUPERVISION_SCALE = 0.5
 
 

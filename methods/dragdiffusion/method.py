@@ -1,4 +1,4 @@
-"""DragDiffusion on a real image (SPEC §2): LoRA -> DDIM inversion -> latent drag -> guided denoising.
+"""DragDiffusion on a real image (protocol §2): LoRA -> DDIM inversion -> latent drag -> guided denoising.
 
 A composition of `dragbench.diffusion` pieces (`DragDiffusion.run` numbers the steps); what is
 DragDiffusion's own is the configuration: the supervision grid (`geometry.py`), the defaults, and which
@@ -69,7 +69,7 @@ class DragDiffusionTrace:
 
 
 class DragDiffusion:
-    """DragDiffusion with the official DragBench defaults (SPEC §2); keys = conf/method/dragdiffusion.yaml.
+    """DragDiffusion with the official DragBench defaults (protocol §2); keys = conf/method/dragdiffusion.yaml.
 
     Args:
         backbone: SD-1.5-shaped models (real or tiny); shared and left unmodified.
@@ -217,7 +217,7 @@ class DragDiffusion:
 
     def run(self, sample: DragSample) -> DragDiffusionTrace:
         """The whole edit, returning every intermediate (`edit` packages this)."""
-        # 0. validate and seed (SPEC §2: seed 42 before every sample)
+        # 0. validate and seed (protocol §2: seed 42 before every sample)
         validate_sample(sample)
         torch.manual_seed(self.seed)
         times = StageTimes()

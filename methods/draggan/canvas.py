@@ -1,4 +1,4 @@
-"""Square-domain adaptation for DragGAN on DragBench (SPEC §5): map a (often non-square) sample into the
+"""Square-domain adaptation for DragGAN on DragBench (protocol §5): map a (often non-square) sample into the
 generator's R x R domain by cropping or padding, and composite the edited square back into the canvas.
 
 Points are (x, y) image pixels with pixel centres at integer coordinates, on both sides of the mapping.

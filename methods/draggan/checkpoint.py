@@ -1,4 +1,4 @@
-"""Loading StyleGAN2 weights without running code embedded in checkpoints (SPEC §5, last bullet).
+"""Loading StyleGAN2 weights without running code embedded in checkpoints (protocol §5, last bullet).
 
 NVIDIA's `.pkl` snapshots pickle each network through `torch_utils.persistence`: a call to
 `_reconstruct_persistent_obj(meta)` whose `meta` carries the module *source code*, the class name and the

@@ -1,4 +1,4 @@
-"""DragGAN motion supervision, mask term and point tracking as pure tensor functions (SPEC §5, DragGAN §3.2).
+"""DragGAN motion supervision, mask term and point tracking as pure tensor functions (protocol §5, DragGAN §3.2).
 
 Points are (row, col) in feature-map pixels here; features are (1, C, H, W) already resized to image size.
 Radii are given for a 512-px generator and scaled by resolution / 512 (at least 1), like the official code.

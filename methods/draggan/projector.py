@@ -1,4 +1,4 @@
-"""GAN inversion for DragGAN on real images (SPEC §5): a W / W+ optimisation projector in the style of
+"""GAN inversion for DragGAN on real images (protocol §5): a W / W+ optimisation projector in the style of
 stylegan2-ada-pytorch's projector.py (w_avg start, w-noise ramp, lr ramp, noise regularisation), with an
 LPIPS+MSE or MSE-only loss, and optional PTI-style pivotal tuning of a copy of the generator.
 """

@@ -1,4 +1,4 @@
-"""Which StyleGAN2 checkpoint edits which DragBench category (SPEC §5).
+"""Which StyleGAN2 checkpoint edits which DragBench category (protocol §5).
 
 The DragDiffusion paper picked, per image, the generator whose domain text had the highest CLIP similarity
 to the image. That CLIP routing is NOT implemented here: routing is a category -> checkpoint-name map from

@@ -1,5 +1,5 @@
 """StyleGAN2 generator (Karras et al. 2020) whose parameter names/shapes follow NVIDIA's stylegan2-ada-pytorch
-`G_ema`, so official weights load; `synthesis` also returns every block's feature map (DragGAN, SPEC §5).
+`G_ema`, so official weights load; `synthesis` also returns every block's feature map (DragGAN, protocol §5).
 
 Own implementation of the published architecture: mapping MLP with lr-multiplier, modulated/demodulated 3x3
 convs with per-layer noise, ToRGB skips, [1,3,3,1] FIR up-sampling. Runs in float32 only (the fp16 blocks of
