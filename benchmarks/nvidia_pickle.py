@@ -27,7 +27,7 @@ _MODULES = ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util")
 
 
 @contextlib.contextmanager
-def _official_names() -> Iterator[types.SimpleNamespace]:
+def official_stand_ins() -> Iterator[types.SimpleNamespace]:
     """Stand-ins for `torch_utils.persistence._reconstruct_persistent_obj` and `dnnlib.util.EasyDict`."""
     saved = {n: sys.modules.get(n) for n in _MODULES}
     mods = {n: types.ModuleType(n) for n in _MODULES}
@@ -91,7 +91,7 @@ def write_nvidia_pickle(generator: nn.Module, init_kwargs: dict, path: Path, dat
         path: the .pkl to write.
         dataset: name recorded in `training_set_kwargs.path`.
     """
-    with _official_names() as names:
+    with official_stand_ins() as names:
         kwargs = names.EasyDict(init_kwargs)
         kwargs["mapping_kwargs"] = names.EasyDict(init_kwargs.get("mapping_kwargs", {}))
         g = _Persistent(generator, names, kwargs)

@@ -4,13 +4,10 @@ malicious pickles refused, plain state dicts."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import os
 import pickle
-import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from benchmarks.nvidia_pickle import official_stand_ins  # stand-ins whose reconstruct must never run
 from methods.draggan.checkpoint import (
     PersistentRecord,
     RestrictedUnpickler,
@@ -34,38 +32,6 @@ from methods.draggan.stylegan2 import Generator, build_generator, build_tiny_gen
 
 PERSISTENCE_VERSION = 6  # torch_utils/persistence.py `_version` in stylegan2-ada-pytorch
 OFFICIAL = Path(__file__).parent / "data" / "stylegan2_official"  # facts recorded from NVIDIA's code (README)
-
-
-@contextlib.contextmanager
-def _fake_nvidia_modules() -> Iterator[types.SimpleNamespace]:
-    """Register stand-ins for `torch_utils.persistence` and `dnnlib.util` so pickle writes their names.
-
-    The reconstruct function would exec `module_src` if it were the real one; our loader must never call it.
-    """
-    names = ["torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util"]
-    saved = {n: sys.modules.get(n) for n in names}
-    mods = {n: types.ModuleType(n) for n in names}
-
-    def _reconstruct_persistent_obj(meta):  # pragma: no cover - must never run
-        raise AssertionError("the real reconstruct function was called")
-
-    class EasyDict(dict):
-        pass
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-    mods["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    mods["dnnlib.util"].EasyDict = EasyDict
-    sys.modules.update(mods)
-    try:
-        yield types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict)
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
 
 
 class _Persistent:
@@ -103,7 +69,7 @@ def write_official_pickle(g: Generator, path: Path, sentinel: Path, flat: bool =
     networks_stylegan2 (DragGAN's checkpoints), whose Generator takes the synthesis kwargs as `**kwargs`.
     """
     src = f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('pwned')\n"  # runs if ever exec'd
-    with _fake_nvidia_modules() as fake:
+    with official_stand_ins() as fake:
         kw = dict(g.init_kwargs)
         kw["mapping_kwargs"] = fake.EasyDict(kw["mapping_kwargs"])
         syn = fake.EasyDict(kw.pop("synthesis_kwargs"), num_fp16_res=0, conv_clamp=None)
@@ -319,7 +285,7 @@ def test_pickle_with_recorded_official_structure_loads_without_running_it(tmp_pa
     weights = load_file(OFFICIAL / "tiny64_G_ema.safetensors")
     sentinel = tmp_path / "pwned.txt"
     src = f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('pwned')\n"  # runs if ever exec'd
-    with _fake_nvidia_modules() as fake:
+    with official_stand_ins() as fake:
 
         def make_record(class_name: str, version: int, state: dict) -> _Record:
             return _Record(fake.reconstruct, class_name, version, src, state)

@@ -1,6 +1,7 @@
 """Our LoRA trainer vs the official DragDiffusion `train_lora` (tests/data/official_lora_ref, see its README).
 
-The official run (diffusers 0.24, CPU fp32, tiny SD-1.5-topology weights of $DRAGBENCH_SHARED_DATA/official-ref, the
+The official run (diffusers 0.24, CPU fp32, tiny SD-1.5-topology weights of
+$DRAGBENCH_SHARED_DATA/official-ref, the
 official-ref inputs, 512-px crops as its hard-coded transform) recorded its global-RNG state, losses and
 weights. Here our `LoraTrainer` is fed the *same random draws*, consumed in the official order (LoRA init,
 crop offsets, posterior samples, noise, timesteps): the losses and the trained weights must then match.
