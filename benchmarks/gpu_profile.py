@@ -26,11 +26,10 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from benchmarks.model_calls import ModelCalls, backbone_modules
+from benchmarks.rehearse_weights import SD15_TEXT_CONFIG as PUBLISHED_SD15_TEXT_CONFIG
+from benchmarks.rehearse_weights import SD15_UNET_CONFIG, SD15_VAE_CONFIG
 from dragbench.backbone import (
-    CLIP_TEXT_COMMON,
     DDIM_CONFIG,
-    SD15_UNET_TOPOLOGY,
-    SD15_VAE_TOPOLOGY,
     Backbone,
     build_tiny,
     resolve_dtype,
@@ -42,31 +41,9 @@ from methods.dragdiffusion.method import DragDiffusion
 
 log = logging.getLogger(__name__)
 
-# SD-1.5's published component configs (runwayml/stable-diffusion-v1-5 unet/vae/text_encoder config.json).
-SD15_UNET_CONFIG = dict(
-    **SD15_UNET_TOPOLOGY,
-    sample_size=64,
-    block_out_channels=(320, 640, 1280, 1280),
-    cross_attention_dim=768,
-    attention_head_dim=8,
-    norm_num_groups=32,
-)
-SD15_VAE_CONFIG = dict(
-    **SD15_VAE_TOPOLOGY,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    norm_num_groups=32,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
-SD15_TEXT_CONFIG = dict(
-    **CLIP_TEXT_COMMON,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_attention_heads=12,
-    num_hidden_layers=12,
-    vocab_size=1000,  # the offline byte-level tokenizer's ids fit; CLIP's real vocabulary is 49408
-)
+# SD-1.5's published UNet/VAE; its text tower with a vocabulary the offline byte-level tokenizer's ids fit
+# (CLIP's real one is 49408: benchmarks/rehearse_weights.py builds that with its own tokenizer).
+SD15_TEXT_CONFIG = {**PUBLISHED_SD15_TEXT_CONFIG, "vocab_size": 1000}
 MODES = ("fp32", "official_fp16")  # DragDiffusion(precision=...); weights stay float32 (it casts per stage)
 WORLD_SIZES = {"tiny": 128, "toy": 64, "sd15": 512}
 MB = 2**20

@@ -27,9 +27,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from benchmarks.gpu_profile import SD15_UNET_CONFIG, SD15_VAE_CONFIG
 from benchmarks.nvidia_pickle import write_nvidia_pickle
-from dragbench.backbone import SD15_UNET_TOPOLOGY
+from dragbench.backbone import CLIP_TEXT_COMMON, SD15_UNET_TOPOLOGY, SD15_VAE_TOPOLOGY
 from eval.lpips_fidelity import ALEXNET_CHECKPOINT
 from methods.draggan.stylegan2 import build_generator
 
@@ -43,20 +42,32 @@ CLIP_VOCAB_SIZE = (
 CLIP_N_MERGES = 48894  # transformers' CLIPTokenizer reads at most 49152 - 256 - 2 merges
 CLIP_MAX_LENGTH = 77
 
-# SD-1.5 text_encoder/config.json (CLIP ViT-L/14 text tower).
+# SD-1.5's published component configs (stable-diffusion-v1-5 unet/vae/text_encoder config.json).
+SD15_UNET_CONFIG = dict(
+    **SD15_UNET_TOPOLOGY,
+    sample_size=64,
+    block_out_channels=(320, 640, 1280, 1280),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+SD15_VAE_CONFIG = dict(
+    **SD15_VAE_TOPOLOGY,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+# CLIP ViT-L/14 text tower.
 SD15_TEXT_CONFIG = dict(
+    **CLIP_TEXT_COMMON,
     vocab_size=CLIP_VOCAB_SIZE,
     hidden_size=768,
     intermediate_size=3072,
     num_attention_heads=12,
     num_hidden_layers=12,
-    max_position_embeddings=CLIP_MAX_LENGTH,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
     projection_dim=768,
-    bos_token_id=0,
-    eos_token_id=2,
-    pad_token_id=1,
 )
 # SD-2.1 unet/config.json (768-v): linear projections, per-block head dims, OpenCLIP-H context, upcast
 # attention.
@@ -73,18 +84,13 @@ SD21_UNET_CONFIG = dict(
 SD21_VAE_CONFIG = {**SD15_VAE_CONFIG, "sample_size": 768}  # SD-2.1 vae/config.json: SD-1.5's VAE at 768
 # SD-2.1 text_encoder/config.json (OpenCLIP ViT-H/14 text tower minus its last layer, as diffusers ships it).
 SD21_TEXT_CONFIG = dict(
+    **{**CLIP_TEXT_COMMON, "hidden_act": "gelu"},
     vocab_size=CLIP_VOCAB_SIZE,
     hidden_size=1024,
     intermediate_size=4096,
     num_attention_heads=16,
     num_hidden_layers=23,
-    max_position_embeddings=CLIP_MAX_LENGTH,
-    hidden_act="gelu",
-    layer_norm_eps=1e-5,
     projection_dim=512,
-    bos_token_id=0,
-    eos_token_id=2,
-    pad_token_id=1,
 )
 _BETAS = dict(
     num_train_timesteps=1000,
