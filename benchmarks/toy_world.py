@@ -3,6 +3,8 @@
 Stage `edit` (GPU or CPU; needs torch/diffusers/peft only) writes, per method, the edited images of n toy
 samples to OUT/edits_<method>.npz: `recon` (DDIM inversion 35/50 + denoising, no edit), `identity`, and
 DragDiffusion with (`dd_lora`) and without (`dd_nolora`) LoRA, official defaults otherwise (protocol §2).
+Any other name is a `conf/method/<name>.yaml` (e.g. `--methods gooddrag,fastdrag`), run with its defaults on
+the toy backbone without the on-disk cache, so `seconds_per_sample` is the whole edit.
 Stage `score` (CPU) regenerates the samples from (n, seed) and writes OUT/toy_world.json: reconstruction PSNR,
 GT distance (eval/toy_ground_truth.py), lost objects, pixel metrics vs the GT edit, MD (DIFT features from the
 toy model itself: labelled `md_toy_dift`, not the official SD-2.1 MD), each with 95 % bootstrap CIs, and the
@@ -34,7 +36,8 @@ log = logging.getLogger("benchmarks.toy_world")
 
 INVERSION_STEP, N_INFERENCE_STEPS = 35, 50  # protocol §2
 N_BOOT, CI, BOOT_SEED = 2000, 0.95, 0
-METHODS = ("recon", "identity", "dd_nolora", "dd_lora")
+BUILT_IN = ("recon", "identity", "dd_nolora", "dd_lora")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 LABELS = {"dd_nolora": "DragDiffusion\nno LoRA", "dd_lora": "DragDiffusion\nLoRA 80"}  # rows of the figure
 
 
@@ -50,7 +53,22 @@ def reconstruct(bb: Backbone, sample: DragSample) -> np.ndarray:
     return ((out[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
 
 
+def configured_method(name: str, bb: Backbone):
+    """`conf/method/<name>.yaml` with its defaults, built on `bb` (no on-disk cache)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("config", overrides=[f"method={name}", "logger=none", f"device={bb.device.type}"])
+    node = cfg.method
+    overrides = {key: value for key, value in (("backbone", bb), ("cache", None)) if key in node}
+    return instantiate(node, _convert_="all", **overrides)
+
+
 def _editor(name: str, bb: Backbone):
+    if name not in BUILT_IN:
+        method = configured_method(name, bb)
+        return lambda s: method.edit(s).image
     if name == "recon":
         return lambda s: reconstruct(bb, s)
     if name == "identity":
@@ -94,9 +112,10 @@ def score(samples: list[DragSample], out: Path, device: str) -> dict:
     ident = np.array([gt_pair_distances(s, s.image)[0].mean() for s in samples])
     report: dict = {"n_samples": len(samples), "pairs": int(sum(s.n_pairs for s in samples)), "ci": CI,
                     "n_boot": N_BOOT}
-    for name in METHODS:
+    names = [*BUILT_IN, *sorted(p.stem[len("edits_"):] for p in out.glob("edits_*.npz"))]
+    for name in dict.fromkeys(names):  # built-ins first, then every other method edited into `out`
         path = out / f"edits_{name}.npz"
-        if not path.exists():
+        if not path.exists() or path.stem.endswith(".tmp"):
             continue
         data = np.load(path)
         images, n = data["images"], len(data["images"])
@@ -139,9 +158,10 @@ def example_figure(samples: list[DragSample], out: Path, n_cols: int = 8) -> lis
     shown = samples[:n_cols]
     rows = [("drag", [drag(s) for s in shown]),
             ("ground truth", [s.meta[GT_KEY]["gt_image"] for s in shown])]
-    for name, label in LABELS.items():  # the edits worth looking at; recon / identity look like the input
+    edited = sorted(p.stem[len("edits_"):] for p in out.glob("edits_*.npz") if not p.stem.endswith(".tmp"))
+    for name in [*LABELS, *(n for n in edited if n not in BUILT_IN)]:  # recon / identity look like the input
         if (out / f"edits_{name}.npz").exists():
-            rows.append((label, list(np.load(out / f"edits_{name}.npz")["images"][: len(shown)])))
+            rows.append((LABELS.get(name, name), list(np.load(out / f"edits_{name}.npz")["images"][: len(shown)])))
     fig = Figure(figsize=(1.2 * len(shown), 1.25 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), len(shown), squeeze=False)
     for r, (label, images) in enumerate(rows):
@@ -161,7 +181,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--seed", type=int, default=0, help="toy-sample seed")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(BUILT_IN), help="built-ins or conf/method/<name> names")
     p.add_argument("--weights", default=None, help="toy pipeline folder (default: the committed weights)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
