@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments import compare, figures
+from experiments import figures
 from experiments.figures import NOT_COMPARABLE, panel_rows, plot_fig7
 from experiments.sweep_summary import collect_sweep
 
@@ -130,36 +130,9 @@ def test_figures_cli_redraws_from_job_dirs_without_summary(tmp_path):
         assert (tmp_path / "figs" / f"fig7{suffix}").stat().st_size > 1000
 
 
-def test_compare_table_markdown_and_scatter(tmp_path, capsys):
-    _fake_job(tmp_path / "a", (35, 80, 3), md=30.0, statuses=["ok", "ok"])
-    _fake_job(tmp_path / "b", (35, 80, 3), md=50.0, statuses=["ok", "failed"])
-    table = compare.compare_runs([tmp_path / "a", tmp_path / "b"])
-    assert list(table["coverage"]) == [1.0, 0.5]
-    assert list(table["seconds_per_edit"]) == [3.0, 2.0]  # mean over ok samples only
-    assert list(table["peak_mem_mb"]) == [300.0, 300.0]
-    assert table.loc[1, "mean_distance_ci_low"] == pytest.approx(49.0)
-    compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")])
-    markdown = (tmp_path / "cmp/comparison.md").read_text()
-    assert (
-        "| DragDiffusion | 50.00 [49.00, 51.00] | 0.900 [0.850, 0.950] | 2.00 | 300 | 1/2 (50%) | 1 | 0 "
-        "| px@512w |" in markdown
-    )
-    assert list(table["n_failed"]) == [0, 1] and list(table["md_scale"]) == ["px@512w", "px@512w"]
-    assert markdown in capsys.readouterr().out
-    assert np.allclose(pd.read_csv(tmp_path / "cmp/comparison.csv")["mean_distance"], [30.0, 50.0])
-    assert (tmp_path / "cmp/md_vs_if.png").stat().st_size > 1000
-
-
-def test_compare_and_figures_refuse_mds_of_different_scales(tmp_path):
+def test_figures_refuse_mds_of_different_scales(tmp_path):  # compare's refusal: tests/test_compare.py
     _fake_job(tmp_path / "sweep/0", (35, 40, 3), md=30.0, statuses=["ok"], md_scale="px@512w")
     _fake_job(tmp_path / "sweep/1", (35, 80, 3), md=15.0, statuses=["ok"], md_scale="px@256w")
-    runs = [str(tmp_path / "sweep/0"), str(tmp_path / "sweep/1")]
-    with pytest.raises(SystemExit) as err:
-        compare.main([*runs, "--out", str(tmp_path / "cmp")])
-    message = str(err.value.code)
-    assert "\n" not in message and "px@256w (1), px@512w (1)" in message
-    assert "eval.variant=normalised" in message
-    assert not (tmp_path / "cmp").exists()
     with pytest.raises(SystemExit, match="Fig. 7: MDs measured at different scales"):
         figures.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "figs")])
     summary = collect_sweep(tmp_path / "sweep", list(figures.FIG7_KNOBS))
@@ -168,8 +141,6 @@ def test_compare_and_figures_refuse_mds_of_different_scales(tmp_path):
     # the normalised variant is scale-free: the same two sizes may sit side by side
     for job in ("0", "1"):
         _fake_job(tmp_path / "norm" / job, (35, 40 * (1 + int(job)), 3), 5.0, ["ok"], "pct_of_max_side")
-    table = compare.compare_runs([tmp_path / "norm/0", tmp_path / "norm/1"])
-    assert list(table["md_scale"]) == ["pct_of_max_side"] * 2
     fig = plot_fig7(collect_sweep(tmp_path / "norm", list(figures.FIG7_KNOBS)))
     assert "pct_of_max_side" in fig._suptitle.get_text()
 
