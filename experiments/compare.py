@@ -99,9 +99,13 @@ class Run:
 
     @property
     def aggregate(self) -> dict:
-        """The job's bootstrap settings (conf aggregate: n_boot, seed); summarize's defaults if unrecorded."""
+        """The job's bootstrap settings (conf `aggregate`: n_boot, seed) as summarize's keywords.
+
+        Empty for a metrics.json without config (`python -m eval.score` writes none): it used summarize's
+        defaults, which an empty dict selects again.
+        """
         recorded = (self.metrics.get("config") or {}).get("aggregate") or {}
-        return {"n_boot": int(recorded.get("n_boot", 1000)), "seed": int(recorded.get("seed", 42))}
+        return {key: int(recorded[key]) for key in ("n_boot", "seed") if key in recorded}
 
     @property
     def reported(self) -> tuple[Metric, ...]:
