@@ -16,6 +16,7 @@ from eval.metrics import METRICS
 from experiments import compare
 from experiments.compare import ComparisonError
 
+CORE = tuple(m for m in METRICS if not m.optional)
 # sample id -> its pairs' distances and IF for the DragDiffusion-like run; the DragGAN-like run doubles the
 # distances and has IF 0.5 everywhere
 DD_VALUES = {
@@ -55,8 +56,8 @@ def fake_job(
                 sample_id=sample_id,
                 category=sample_id.split("/")[0],
                 status=status,
-                mean_distance=float(np.mean(distances)) if ok else math.nan,
-                image_fidelity=fidelity if ok else math.nan,
+                # every core metric (eval.metrics): per-pair ones get the distances, per-sample ones the IF
+                **{m.sample_column: float(np.mean(distances)) if m.per == "pair" else fidelity for m in CORE},
                 md_scale=md_scale,
                 n_pairs=len(distances),
                 seconds=seconds + 5.0,  # + scoring: never counted as edit time
@@ -69,9 +70,12 @@ def fake_job(
         )
         if ok:
             for k, d in enumerate(distances):
-                pairs.append(dict(sample_id=sample_id, category=sample_id.split("/")[0], pair=k, distance=d))
+                pair = dict(sample_id=sample_id, category=sample_id.split("/")[0], pair=k)
+                pairs.append({**pair, **{m.pair_column: d for m in CORE if m.per == "pair"}})
     results = pd.DataFrame(rows)
-    pair_frame = pd.DataFrame(pairs, columns=["sample_id", "category", "pair", "distance"])
+    results.loc[results["status"] != "ok", [m.sample_column for m in CORE if m.sample_column]] = math.nan
+    pair_columns = ["sample_id", "category", "pair", *(m.pair_column for m in CORE if m.per == "pair")]
+    pair_frame = pd.DataFrame(pairs, columns=pair_columns)
     aggregate = {"n_boot": 200, "seed": 7}
     metrics = summarize(results, pair_frame, **aggregate)
     metrics.update(
