@@ -1,6 +1,7 @@
 """`python -m dragbench`: validate, summarise, visualise and synthesise DragBench-layout folders (protocol §1).
 
-Subcommands: `validate ROOT`, `stats ROOT`, `show SAMPLE_DIR --out FILE.png`,
+Subcommands: `validate ROOT`, `stats ROOT`, `show SAMPLE_DIR --out FILE.png` (each reads DragBench or Drag100,
+detected or `--format`),
 `synth OUT --n N --size S --seed K`, `download ROOT [--url URL] [--sha256 HEX]`,
 `weights [--all] [overrides...]` (exit 1 if a needed weight is missing).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from dragbench.bench_io import find_sample_dirs, load_sample
+from dragbench.drag100 import find_drag100_dirs, is_drag100_sample, load_drag100_sample
 from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.synth import write_synthetic_bench
 from dragbench.visualize import draw_drag
@@ -28,14 +30,29 @@ def _reason(err: InvalidSampleError) -> str:
     return getattr(err, "reason", str(err))
 
 
-def _load_all(root: Path) -> tuple[list[DragSample], list[tuple[str, str]]]:
+FORMATS = ("auto", "dragbench", "drag100")  # --format: on-disk layouts the data tools read
+
+
+def bench_format(root: Path, fmt: str = "auto") -> str:
+    """The layout of a bench root: "drag100" (GoodDrag: <root>/<name>/points.json) when `fmt` is "auto" and
+    some folder directly under root holds a points.json, else "dragbench"; an explicit `fmt` is returned."""
+    if fmt != "auto":
+        return fmt
+    if root.is_dir() and (is_drag100_sample(root) or any(is_drag100_sample(d) for d in root.iterdir())):
+        return "drag100"
+    return "dragbench"
+
+
+def _load_all(root: Path, fmt: str = "auto") -> tuple[list[DragSample], list[tuple[str, str]]]:
     """Load every sample folder under root; returns (valid samples, [(sample_id, reason)] of invalid ones)."""
     samples, bad = [], []
-    for sample_dir in find_sample_dirs(root):
+    drag100 = bench_format(root, fmt) == "drag100"
+    for sample_dir in find_drag100_dirs(root) if drag100 else find_sample_dirs(root):
         try:
-            samples.append(load_sample(sample_dir))
+            samples.append(load_drag100_sample(sample_dir) if drag100 else load_sample(sample_dir))
         except InvalidSampleError as err:
-            bad.append((f"{sample_dir.parent.name}/{sample_dir.name}", _reason(err)))
+            where = f"drag100/{sample_dir.name}" if drag100 else f"{sample_dir.parent.name}/{sample_dir.name}"
+            bad.append((where, _reason(err)))
     return samples, bad
 
 
@@ -70,7 +87,7 @@ def format_stats(stats: dict) -> list[str]:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    samples, bad = _load_all(args.root)
+    samples, bad = _load_all(args.root, args.format)
     for sample_id, reason in bad:
         print(f"{sample_id}: {reason}")
     if bad:
@@ -81,7 +98,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    samples, bad = _load_all(args.root)
+    samples, bad = _load_all(args.root, args.format)
     for sample_id, reason in bad:
         print(f"skipped {sample_id}: {reason}", file=sys.stderr)
     for line in format_stats(bench_stats(samples)):
@@ -91,7 +108,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     try:
-        sample = load_sample(args.sample_dir)
+        drag100 = bench_format(args.sample_dir, args.format) == "drag100"
+        sample = (load_drag100_sample if drag100 else load_sample)(args.sample_dir)
     except InvalidSampleError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
@@ -130,19 +148,25 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_INVALID
 
 
+_FORMAT_HELP = "on-disk layout (default auto: drag100 when sample folders hold points.json)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m dragbench`."""
     parser = argparse.ArgumentParser(prog="python -m dragbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check every sample; exit 1 and one line per invalid sample")
-    p.add_argument("root", type=Path, help="bench root: <root>/<category>/<name>/")
+    p.add_argument("root", type=Path, help="bench root: <root>/<category>/<name>/ (Drag100: <root>/<name>/)")
+    p.add_argument("--format", choices=FORMATS, default="auto", help=_FORMAT_HELP)
     p.set_defaults(func=_cmd_validate)
     p = sub.add_parser("stats", help="samples and pairs per category, image sizes, empty masks")
-    p.add_argument("root", type=Path, help="bench root: <root>/<category>/<name>/")
+    p.add_argument("root", type=Path, help="bench root: <root>/<category>/<name>/ (Drag100: <root>/<name>/)")
+    p.add_argument("--format", choices=FORMATS, default="auto", help=_FORMAT_HELP)
     p.set_defaults(func=_cmd_stats)
     p = sub.add_parser("show", help="draw a sample's mask and drags to a PNG")
     p.add_argument("sample_dir", type=Path, help="a sample folder <root>/<category>/<name>/")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
+    p.add_argument("--format", choices=FORMATS, default="auto", help=_FORMAT_HELP)
     p.set_defaults(func=_cmd_show)
     p = sub.add_parser("synth", help="write a synthetic bench in the official layout")
     p.add_argument("out", type=Path, help="bench root to write")

@@ -1,4 +1,4 @@
-"""Validation rules for DragBench samples (protocol §1 on-disk format).
+"""Validation rules for DragBench samples (protocol §1 on-disk format) and Drag100 files (protocol §11).
 
 Each broken rule raises one :class:`InvalidSampleError` whose message names the file, the reason and the
 value seen; ``err.reason`` holds the same text without the directory (for one-line CLI reports).
@@ -6,6 +6,7 @@ value seen; ``err.reason`` holds the same text without the directory (for one-li
 
 from __future__ import annotations
 
+import json
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,53 @@ def parse_points(points: Any, path: str | Path) -> tuple[np.ndarray, np.ndarray]
     if not np.isfinite(arr).all():
         raise invalid(path, f"points must be finite, got {_repr.repr(arr.tolist())}")
     return arr[0::2].copy(), arr[1::2].copy()
+
+
+def parse_points_json(text: str, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a Drag100 `points.json`: `{"points": [[x, y], ...]}`, alternating handle, target (GoodDrag).
+
+    Args:
+        text: the file's contents.
+        path: file named in errors.
+
+    Returns:
+        (handles, targets): float64 arrays (N, 2), (x, y) pixels (see :func:`parse_points`).
+
+    Raises:
+        InvalidSampleError: not JSON, not an object with key "points", or bad points (parse_points).
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise invalid(path, f'not valid JSON ({exc}); expected {{"points": [[x, y], ...]}}') from None
+    if not isinstance(data, dict) or "points" not in data:
+        seen = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise invalid(path, f"expected an object with key 'points' (a list of [x, y] pairs), got {seen}")
+    return parse_points(data["points"], path)
+
+
+def first_channel_mask(mask: np.ndarray, image_hw: tuple[int, int], path: str | Path) -> np.ndarray:
+    """A Drag100 / GoodDrag mask image as bool: its first channel, > 0 = editable (GoodDrag bench_gooddrag.py).
+
+    Args:
+        mask: the decoded mask.png, (H, W) or (H, W, C), any integer values.
+        image_hw: (H, W) of the image.
+        path: file named in errors.
+
+    Returns:
+        bool array (H, W); all False (an empty mask) is valid.
+
+    Raises:
+        InvalidSampleError: its size differs from the image's (the message names both sizes).
+    """
+    mask = mask[..., 0] if mask.ndim == 3 else mask  # (H, W): GoodDrag reads channel 0 only
+    if mask.shape != tuple(image_hw):
+        raise invalid(
+            path,
+            f"mask size {mask.shape[1]}x{mask.shape[0]} != image size {image_hw[1]}x{image_hw[0]} (WxH); "
+            "resize the mask to the image (nearest) or re-export it",
+        )
+    return mask > 0
 
 
 def check_points_inside(

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 
+from dragbench.drag100 import save_drag100_sample
 from dragbench.synth import synthetic_samples, write_synthetic_bench
 from dragbench.toy.samples import toy_samples
 from experiments import CONF_DIR
@@ -20,8 +21,8 @@ DATASETS = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
 
 
 def _load(name: str, bench: Path, *overrides: str) -> list:
-    """Compose `dataset=<name>` (DragBench at `bench`, generated sets with n=6) and instantiate it."""
-    base = [f"dataset.root={bench}"] if name == "dragbench" else ["dataset.n=6"]
+    """Compose `dataset=<name>` (DragBench / Drag100 under `bench`, generated sets with n=6), instantiate it."""
+    base = [f"dataset.root={bench / name}"] if name in ("dragbench", "drag100") else ["dataset.n=6"]
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose("config", overrides=[f"dataset={name}", *base, *overrides])
@@ -32,12 +33,14 @@ def _load(name: str, bench: Path, *overrides: str) -> list:
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bench")
-    write_synthetic_bench(root, n=6, size=48, seed=0)
+    write_synthetic_bench(root / "dragbench", n=6, size=48, seed=0)
+    for sample in synthetic_samples(6, size=48, seed=0):  # the same six in the Drag100 layout
+        save_drag100_sample(sample, root / "drag100" / sample.name)
     return root
 
 
 def test_every_dataset_is_covered():
-    assert DATASETS == ["dragbench", "synthetic", "toy"]
+    assert DATASETS == ["drag100", "dragbench", "synthetic", "toy"]
 
 
 @pytest.mark.parametrize("name", DATASETS)
