@@ -344,6 +344,8 @@ def _fmt(value: float, digits: int) -> str:
 def _with_ci(row: SimpleNamespace | dict, metric: Metric) -> str:
     get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
     value, low, high = (get(f"{metric.name}{s}") for s in CI_SUFFIXES)
+    if value is None or math.isnan(value):
+        return "n/a"
     return f"{_fmt(value, metric.digits)} [{_fmt(low, metric.digits)}, {_fmt(high, metric.digits)}]"
 
 
@@ -453,7 +455,7 @@ def comparison_markdown(comparison: Comparison) -> str:
         "Every metric recomputed from results.csv / pairs.csv on these samples only, with each job's "
         "aggregation and bootstrap (95% CI, samples resampled in the same order for every run).\n",
         common_markdown(comparison),
-        f"{TIMING_NOTE}\n",
+        f"{TIMING_NOTE} n/a: not measured by that run (a metric its evaluator lacked or did not opt in to).\n",
         *([f"Runs with weights other than `real` are {NOT_COMPARABLE}.\n"] if offline else []),
         "## Full coverage (each run on its own samples: rows with different coverage are not comparable)\n",
         to_markdown(comparison.full),
