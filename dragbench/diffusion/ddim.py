@@ -52,6 +52,7 @@ def ddim_invert(
     scheduler_config: dict,
     n_inference_steps: int,
     inversion_step: int,
+    step_callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Invert a clean latent z_0 to z_t by `inversion_step` deterministic DDIM inversion steps.
 
@@ -62,6 +63,8 @@ def ddim_invert(
         scheduler_config: DDIM config (protocol §2), e.g. `backbone.scheduler.config`.
         n_inference_steps: DDIM steps of the full schedule (50).
         inversion_step: how many of them to invert (35 -> t = 681); 0 returns the latent unchanged.
+        step_callback: called as (inversion step index from 0, timestep) before each UNet call (e.g. to
+            let an attention controller record keys/values per timestep, as FastDrag does).
 
     Returns:
         (B, 4, h, w) z_t at `drag_timestep(...)`.
@@ -70,7 +73,9 @@ def ddim_invert(
         raise ValueError(f"inversion_step must be in 0..{n_inference_steps}, got {inversion_step}")
     scheduler = DDIMInverseScheduler.from_config(scheduler_config)
     scheduler.set_timesteps(n_inference_steps)
-    for t in scheduler.timesteps[:inversion_step]:  # ascending 1, 21, ..., t
+    for i, t in enumerate(scheduler.timesteps[:inversion_step]):  # ascending 1, 21, ..., t
+        if step_callback is not None:
+            step_callback(i, int(t))
         eps = model.predict_noise(latent, t, cond)
         latent = scheduler.step(eps, t, latent).prev_sample
     return latent
