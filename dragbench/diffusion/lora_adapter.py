@@ -137,6 +137,30 @@ def lora_applied(
         yield unet
 
 
+@contextmanager
+def adapter_scale(unet: UNet2DConditionModel, scale: float) -> Iterator[None]:
+    """Multiply the applied adapter's update by `scale` inside the block (scaling = scale · alpha / rank).
+
+    What diffusers' `cross_attention_kwargs={"scale": s}` does to a LoRA; SDE-Drag lowers it along t
+    (protocol §10). On exit every layer is back at alpha / rank.
+
+    Raises:
+        ValueError: no adapter of ours is applied (use `lora_applied` first).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in unet.modules() if isinstance(m, LoraLayer) and ADAPTER_NAME in m.scaling]
+    if not layers:
+        raise ValueError("adapter_scale needs an applied LoRA: call it inside lora_applied(unet, ...)")
+    for layer in layers:
+        layer.set_scale(ADAPTER_NAME, scale)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.set_scale(ADAPTER_NAME, 1.0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Save / load (protocol §2 trap: without lora_alpha in the file, reloads differ)
 # ---------------------------------------------------------------------------------------------------------
