@@ -55,7 +55,9 @@ QUICK_KNOBS = {
         "method.max_iters=2",
     ),
 }
-DRAGGAN_CATEGORIES = "[human_head,animals]"  # the categories conf/method/draggan.yaml routes to a StyleGAN2
+# The categories conf/method/draggan.yaml's category_routes send to a StyleGAN2: the rehearsal builds those two
+# pickles only, so its DragGAN jobs use `method.routing=category` (the CLIP ensemble needs all ten + CLIP-L).
+DRAGGAN_CATEGORIES = "[human_head,animals]"
 
 
 @dataclass
@@ -101,6 +103,7 @@ def plan_jobs(
     named = {(f"dragdiffusion_{m}" if len(modes) > 1 else "dragdiffusion"): m for m in modes}
     drag_gan = [
         "method=draggan",
+        "method.routing=category",
         f"dataset.categories={DRAGGAN_CATEGORIES}",
         *(QUICK_KNOBS["draggan"] if quick else ()),
     ]

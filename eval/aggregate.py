@@ -92,9 +92,10 @@ def _sample_mean(ok: pd.DataFrame, column: str, n_boot: int, seed: int, ci: floa
 
 
 def _reported(metric: Metric, samples: pd.DataFrame, pairs: pd.DataFrame) -> bool:
-    """Core metrics always; ground truth where some value is finite; opt-ins when their column exists."""
+    """Core metrics always; partial ones (ground truth, IF unpasted) where some value is finite; opt-ins when
+    their column exists."""
     column, table = (metric.pair_column, pairs) if metric.per == "pair" else (metric.sample_column, samples)
-    if metric.needs_ground_truth:
+    if metric.partial:
         return column in table and bool(np.isfinite(table[column].to_numpy(np.float64)).any())
     return metric.opt_in is None or column in table
 
@@ -105,11 +106,13 @@ def _summarize_ok(
     ok_pairs = pairs[pairs["sample_id"].isin(ok["sample_id"])]
     out: dict = {}
     for metric in metrics:
-        if metric.needs_ground_truth and not (
-            metric.pair_column in ok_pairs
-            and np.isfinite(ok_pairs[metric.pair_column].to_numpy(np.float64)).any()
-        ):
+        column, table = (
+            (metric.pair_column, ok_pairs) if metric.per == "pair" else (metric.sample_column, ok)
+        )
+        if metric.partial and not (column in table and np.isfinite(table[column].to_numpy(np.float64)).any()):
             continue  # e.g. a category without ground truth
+        if metric.partial and metric.per == "sample":
+            ok = ok[np.isfinite(ok[column].to_numpy(np.float64))]  # the samples it is defined on
         if metric.per == "pair":
             value, bounds, n_pairs = _pair_mean(ok, ok_pairs, metric.pair_column, n_boot, seed, ci)
             if metric is MEAN_DISTANCE:

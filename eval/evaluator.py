@@ -124,7 +124,7 @@ class SampleScore:
         bad = {
             m.name: self.values[m.name].value
             for m in self.metrics
-            if not m.needs_ground_truth and not np.isfinite(self.values[m.name].value).all()
+            if not m.partial and not np.isfinite(self.values[m.name].value).all()
         }
         if bad:
             raise FloatingPointError(f"{sample_id}: non-finite score {bad}")
@@ -208,7 +208,11 @@ class Evaluator:
         return np.asarray(Image.fromarray(image).resize(size_hw[::-1], Image.BILINEAR)), resized_from
 
     def score(
-        self, sample: DragSample, edited: np.ndarray, dragged_back: np.ndarray | None = None
+        self,
+        sample: DragSample,
+        edited: np.ndarray,
+        dragged_back: np.ndarray | None = None,
+        regenerated_box: tuple[int, int, int, int] | None = None,
     ) -> SampleScore:
         """Score one edit with every active metric (`self.metrics`).
 
@@ -220,6 +224,8 @@ class Evaluator:
                 likewise).
 
         Returns:
+            regenerated_box: `EditResult.regenerated_box` (the part of `edited` the method produced) for
+                `image_fidelity_unpasted`; None = nothing was pasted back (that metric is then NaN).
             SampleScore with each metric's values.
 
         Raises:
@@ -240,16 +246,32 @@ class Evaluator:
             edited=edited,
             original_features=original_features,
             featurize=lambda image: self.featurizer(image, sample.prompt),
-            fidelity=self.fidelity,
+            fidelity=_memoised(self.fidelity),
             variant=self.variant,
             dragged_back=dragged_back,
         )
         values = {metric.name: metric.compute(inputs) for metric in self.metrics}
+            regenerated_box=regenerated_box,
         return SampleScore(values, self.metrics, resized_from)
 
 
 def official_requirements(
     pretrained: str = DIFT_PRETRAINED, local_files_only: bool = False
+def _memoised(fidelity: Fidelity) -> Callable[[np.ndarray, np.ndarray], float]:
+    """`fidelity` for one score call, computed once per (original, other) array pair: when a pasting method
+    regenerated the whole image, IF and IF unpasted are the same LPIPS call. Keyed on identity: the arrays
+    outlive the call."""
+    seen: dict[tuple[int, int], float] = {}
+
+    def call(original: np.ndarray, other: np.ndarray) -> float:
+        key = (id(original), id(other))
+        if key not in seen:
+            seen[key] = fidelity(original, other)
+        return seen[key]
+
+    return call
+
+
 ) -> list[WeightFile]:
     """What `official_evaluator` reads: SD-2.1's pipeline subfolders and the LPIPS AlexNet trunk."""
     dift = pipeline_requirements(pretrained, "SD-2.1 (DIFT, Mean Distance)", local_files_only)

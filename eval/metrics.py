@@ -38,6 +38,8 @@ class ScoringInputs:
         variant: the MD variant (eval.mean_distance.MD_VARIANTS).
         dragged_back: the edit of `edited` with handles and targets swapped (Drag-Back), else None.
     """
+        regenerated_box: methods.base.EditResult.regenerated_box: (x0, y0, x1, y1) of `edited` the method
+            produced (the rest is the original pasted back), None = nothing was pasted back.
 
     sample: DragSample
     edited: np.ndarray
@@ -47,6 +49,7 @@ class ScoringInputs:
     variant: str
     dragged_back: np.ndarray | None = None
 
+    regenerated_box: tuple[int, int, int, int] | None = None
 
 @dataclass
 class Measured:
@@ -71,6 +74,8 @@ class Metric:
         needs_ground_truth: only defined on samples with a known true edit (toy world); NaN elsewhere and
             reported only when some value is finite.
         opt_in: the `eval.<key>` flag that turns the metric on (None = always computed).
+        only_where_defined: like ground truth, NaN where the edit does not define it (IF unpasted: a method
+            that pastes nothing back) and reported only when some value is finite.
         sample_column: results.csv column (a per-pair metric: the sample's mean), None = not in results.csv.
         pair_column: pairs.csv column of a per-pair metric.
         extra_pair_columns: further pairs.csv columns its function returns (before pair_column).
@@ -88,6 +93,7 @@ class Metric:
     opt_in: str | None = None
     sample_column: str | None = None
     pair_column: str | None = None
+    only_where_defined: bool = False
     extra_pair_columns: tuple[str, ...] = ()
     digits: int = 3
 
@@ -114,7 +120,12 @@ class Metric:
     @property
     def optional(self) -> bool:
         """Reported only where it exists (ground truth) or was asked for (opt-in)."""
-        return self.needs_ground_truth or self.opt_in is not None
+        return self.partial or self.opt_in is not None
+    @property
+    def partial(self) -> bool:
+        """NaN on some edits by definition (not an error); reported only where some value is finite."""
+        return self.needs_ground_truth or self.only_where_defined
+
 
 
 # ---- the functions ---------------------------------------------------------------------------------
@@ -148,6 +159,22 @@ def measure_gt_distance(inputs: ScoringInputs) -> Measured:
     """Toy world: distance of each handle's content to its target; NaN without ground truth."""
     if not has_ground_truth(inputs.sample):
         return Measured(np.full(inputs.sample.n_pairs, np.nan))
+def measure_image_fidelity_unpasted(inputs: ScoringInputs) -> Measured:
+    """IF of a pasting method's own pixels: 1 − LPIPS(original, edited) inside `regenerated_box` only, so
+    pixels it pasted back from the input (DragGAN outside its square crop) do not count as perfectly kept; IF
+    itself when the box is the whole image. NaN without a box: nothing was pasted (the method regenerated
+    the whole image, so its IF is already "unpasted"), or eval.score, which cannot know."""
+    original, edited, box = inputs.sample.image, inputs.edited, inputs.regenerated_box
+    if box is None:
+        return Measured(float("nan"))
+    if tuple(box) == (0, 0, inputs.sample.width, inputs.sample.height):
+        return Measured(float(inputs.fidelity(original, edited)))  # the same call as IF (memoised)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if not (0 <= x0 < x1 <= inputs.sample.width and 0 <= y0 < y1 <= inputs.sample.height):
+        raise ValueError(f"{inputs.sample.sample_id}: regenerated_box {box} is not inside the image")
+    return Measured(float(inputs.fidelity(original[y0:y1, x0:x1], edited[y0:y1, x0:x1])))
+
+
     return Measured(gt_pair_distances(inputs.sample, inputs.edited)[0])
 
 
@@ -206,6 +233,16 @@ DRAG_BACK_FIDELITY = Metric(
     "sample",
     True,
     "Drag-Back IF",
+IMAGE_FIDELITY_UNPASTED = Metric(
+    "image_fidelity_unpasted",
+    "sample",
+    True,
+    "IF unpasted",
+    "if_unpasted",
+    measure_image_fidelity_unpasted,
+    only_where_defined=True,
+    sample_column="image_fidelity_unpasted",
+)
     "drag_back_if",
     measure_drag_back_fidelity,
     opt_in="drag_back",
@@ -259,3 +296,4 @@ def metric_named(name: str) -> Metric:
         if metric.name == name:
             return metric
     raise KeyError(f"no metric {name!r}; declared: {', '.join(m.name for m in METRICS)} (eval/metrics.py)")
+    IMAGE_FIDELITY_UNPASTED,

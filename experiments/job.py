@@ -189,7 +189,7 @@ def process_sample(
             back = _drag_back(sample, result.image, method, seed)
             row["seconds_drag_back"] = time.perf_counter() - edit_done
         eval_start = time.perf_counter()
-        score = evaluator.score(sample, result.image, dragged_back=back)
+        score = evaluator.score(sample, result.image, dragged_back=back, regenerated_box=result.regenerated_box)
         score.check_finite(sample.sample_id)
         row.update(
             **score.sample_columns(),  # one column per declared metric (eval.metrics)

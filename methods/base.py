@@ -40,12 +40,17 @@ class EditResult:
         info: the `REQUIRED_INFO` keys (`iterations`, `time/<stage>`, `peak_mem_mb`), plus anything else
             worth logging (scalars become results.csv columns).
         status: "ok", or "unsupported" when the method cannot handle this sample (reason in info["reason"]).
+        regenerated_box: (x0, y0, x1, y1), half-open pixels of `image`: the only part the method produced,
+            when it pasted the input's own pixels back everywhere else (DragGAN's square crop of a
+            non-square sample). None: the whole image is the method's output. The `image_fidelity_unpasted`
+            metric (eval/metrics.py) measures IF inside this box only.
     """
 
     image: np.ndarray
     handles: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
+    regenerated_box: tuple[int, int, int, int] | None = None
 
 
 @runtime_checkable

@@ -38,7 +38,8 @@ class ShiftRight:
 
 
 def test_drag_back_is_declared_once_and_opt_in():
-    assert [m.name for m in active_metrics()] == ["mean_distance", "image_fidelity", "gt_distance"]
+    core = ["mean_distance", "image_fidelity", "image_fidelity_unpasted", "gt_distance"]
+    assert [m.name for m in active_metrics()] == core
     on = active_metrics(drag_back=True)
     assert on[-2:] == (DRAG_BACK_FIDELITY, DRAG_BACK_DISTANCE)
     assert (DRAG_BACK_FIDELITY.per, DRAG_BACK_FIDELITY.higher_is_better) == ("sample", True)
@@ -208,8 +209,8 @@ def test_drag_back_reaches_sweep_summary_compare_figure_and_wandb(tmp_path, tiny
     assert logger.run.summary["drag_back_md/all"] == pytest.approx(6.0)
     assert logger.run.summary["md/all"] == metrics["mean_distance"]
     columns = _table_columns([{"drag_back_fidelity": 1.0, "drag_back_distance": 0.0}])
-    assert columns[columns.index("image_fidelity") :][:4] == [
-        "image_fidelity", "drag_back_fidelity", "drag_back_distance", "n_pairs"
+    assert columns[columns.index("image_fidelity") :][:5] == [
+        "image_fidelity", "image_fidelity_unpasted", "drag_back_fidelity", "drag_back_distance", "n_pairs"
     ]
 
 

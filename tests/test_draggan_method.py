@@ -33,6 +33,8 @@ INFO_KEYS = {
     "weights",
     "recon_mse",
     "mapping",
+    "gan_model",
+    "time/routing",
 }
 
 
@@ -56,10 +58,12 @@ def test_yaml_keys_are_exactly_the_constructor_kwargs(name: str) -> None:
 def test_paper_config_routes_and_fails_fast_without_weights(make_cfg, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DRAGGAN_CKPT_DIR", str(tmp_path))
     cfg = make_cfg("method=draggan")
-    assert cfg.method.checkpoints.ffhq == f"{tmp_path}/stylegan2-ffhq-512x512.pkl"
+    assert cfg.method.domains.ffhq.checkpoint == f"{tmp_path}/stylegan2-ffhq-512x512.pkl"
+    assert cfg.method.routing == "clip" and cfg.method.clip_checkpoint == "openai/clip-vit-large-patch14"
     assert (cfg.method.lr, cfg.method.r1, cfg.method.r2, cfg.method.lam) == (2e-3, 3, 12, 20)
     assert (cfg.method.feature_block, cfg.method.n_optimized_layers) == (6, 6)
-    method = instantiate(cfg.method, inversion_loss="mse")  # the LPIPS trunk is not on this machine
+    # name-based routing (the option kept): no CLIP-L and no LPIPS trunk on this machine
+    method = instantiate(cfg.method, inversion_loss="mse", routing="category")
     assert isinstance(method, DragMethod) and method.weights == "real"
     assert tiny_method().weights == "random"
     other = _square_sample("land_scape")
@@ -156,6 +160,7 @@ def test_adapter_on_real_non_square_sample() -> None:
     outside = np.ones((h, w), dtype=bool)
     outside[m["y0"] : m["y0"] + m["side"], m["x0"] : m["x0"] + m["side"]] = False
     assert np.array_equal(result.image[outside], sample.image[outside])  # untouched outside the GAN crop
+    assert result.regenerated_box == (m["x0"], m["y0"], m["x0"] + m["side"], m["y0"] + m["side"])
     assert not np.array_equal(result.image[~outside], sample.image[~outside])
     assert result.handles.shape == sample.handles.shape
     x, y = result.handles[:, 0], result.handles[:, 1]  # tracked handles, mapped back to original pixels
@@ -166,10 +171,12 @@ def test_adapter_on_real_non_square_sample() -> None:
 
 
 def test_unsupported_category_returns_the_original() -> None:
-    method = tiny_method(routing={"human_head": "tiny", "*": None})
+    method = tiny_method(routing="category", category_routes={"human_head": "ffhq", "*": None})
     sample = _square_sample("interior_design")
     result = method.edit(sample)
     assert result.status == "unsupported" and "interior_design" in result.info["reason"]
     assert np.array_equal(result.image, sample.image) and result.handles is None
-    with pytest.raises(ValueError, match="valid: \\['tiny'\\]"):
-        tiny_method(routing={"animals": "afhqcat"})
+    with pytest.raises(ValueError, match="category_routes.animals='afhq' is not a key of method.domains"):
+        tiny_method(routing="category", category_routes={"animals": "afhq"})
+    with pytest.raises(ValueError, match="routing must be one of"):
+        tiny_method(routing="name")

@@ -213,6 +213,8 @@ def test_quick_rehearsal_of_the_real_path(tmp_path: Path) -> None:
 def test_draggan_names_match_its_config() -> None:
     """The rehearsal's pickle file names and routed categories are the ones conf/method/draggan.yaml uses."""
     conf = yaml.safe_load((REPO_ROOT / "conf/method/draggan.yaml").read_text())
-    assert sorted(Path(p).name for p in conf["checkpoints"].values()) == sorted(DRAGGAN_PICKLES)
-    routed = {c for c, ckpt in conf["routing"].items() if ckpt is not None and c != "*"}
+    routes = conf["category_routes"]  # the rehearsal runs method.routing=category
+    names = {conf["domains"][d]["checkpoint"].split("/")[-1] for c, d in routes.items() if d is not None}
+    assert sorted(names) == sorted(DRAGGAN_PICKLES)
+    routed = {c for c, ckpt in routes.items() if ckpt is not None and c != "*"}
     assert routed == set(DRAGGAN_CATEGORIES.strip("[]").split(","))

@@ -137,14 +137,15 @@ def test_load_pretrained_and_official_evaluator_declare_their_files(no_weights):
 def test_draggan_lists_routed_checkpoints_and_its_lpips_trunk(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     (tmp_path / "stylegan2-ffhq-512x512.pkl").write_bytes(b"x")
-    checkpoints = {
-        "ffhq": str(tmp_path / "stylegan2-ffhq-512x512.pkl"),
-        "afhqcat": str(tmp_path / "stylegan2-afhqcat-512x512.pkl"),
-        "unused": str(tmp_path / "never-routed.pkl"),
-        "tiny": "random",
+    domain = lambda file: dict(checkpoint=str(tmp_path / file), description="d", resolution=512)  # noqa: E731
+    domains = {
+        "ffhq": domain("stylegan2-ffhq-512x512.pkl"),
+        "afhqcat": domain("stylegan2-afhqcat-512x512.pkl"),
+        "unused": domain("never-routed.pkl"),
+        "tiny": dict(checkpoint="random", description="d", resolution=128),
     }
-    routing = {"human_head": "ffhq", "animals": "afhqcat", "toy": "tiny", "*": None}
-    rows = DragGAN.weight_requirements(checkpoints, routing, "lpips", "alex")
+    routes = {"human_head": "ffhq", "animals": "afhqcat", "toy": "tiny", "*": None}
+    rows = DragGAN.weight_requirements(domains, "category", routes, "random", "lpips", "alex")
     assert [(r.file, r.present) for r in rows] == [
         ("stylegan2-afhqcat-512x512.pkl", False),
         ("stylegan2-ffhq-512x512.pkl", True),
@@ -153,10 +154,19 @@ def test_draggan_lists_routed_checkpoints_and_its_lpips_trunk(tmp_path, monkeypa
     assert rows[0].source == STYLEGAN2_URLS["stylegan2-afhqcat-512x512.pkl"]
     assert rows[0].source.startswith("https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/")
     assert "for animals" in rows[0].what and not any(r.auto_download for r in rows)
-    only_heads = DragGAN.weight_requirements(checkpoints, routing, "lpips", "alex", ["human_head", "land"])
+    only_heads = DragGAN.weight_requirements(
+        domains, "category", routes, "random", "lpips", "alex", ["human_head", "land"]
+    )
     assert [r.file for r in only_heads] == ["stylegan2-ffhq-512x512.pkl", ALEXNET]  # the job's categories
-    mse_rows = DragGAN.weight_requirements(checkpoints, routing, "mse", "alex")
+    mse_rows = DragGAN.weight_requirements(domains, "category", routes, "mse", "mse", "alex")
     assert [r.file for r in mse_rows] == [r.file for r in rows[:2]]  # no LPIPS trunk without LPIPS
+    by_clip = DragGAN.weight_requirements(domains, "clip", routes, "random", "mse", "alex", ["human_head"])
+    assert [r.file for r in by_clip] == [  # every real domain, whatever the categories; random CLIP: no file
+        "stylegan2-afhqcat-512x512.pkl",
+        "stylegan2-ffhq-512x512.pkl",
+        "never-routed.pkl",
+    ]
+    assert "drop method.domains.unused" in by_clip[2].how
 
 
 def test_missing_message_is_one_line_grouped_per_source():
@@ -188,9 +198,15 @@ def test_default_config_preflight_names_every_missing_weight(no_weights):
     assert "\n" not in msg and SD15_HUB_ID in msg and SD21_HUB_ID in msg and ALEXNET in msg
     assert "UNOFFICIAL" in msg and "model.pretrained=" in msg and "eval.pretrained=" in msg
     check_weights(_compose(OFFLINE))  # toy / tiny weights: nothing to check
-    heads = _compose(["logger=none", "method=draggan", "eval=tiny", "dataset.categories=[human_head]"])
+    heads = ["logger=none", "method=draggan", "eval=tiny", "dataset.categories=[human_head]"]
+    by_name = _compose([*heads, "method.routing=category"])
     GlobalHydra.instance().clear()
-    assert [row.file for _, row in config_requirements(heads)] == ["stylegan2-ffhq-512x512.pkl", ALEXNET]
+    assert [row.file for _, row in config_requirements(by_name)] == ["stylegan2-ffhq-512x512.pkl", ALEXNET]
+    by_clip = _compose(heads)  # CLIP may send a face to any domain: every pickle and CLIP's files
+    GlobalHydra.instance().clear()
+    files = [row.file for _, row in config_requirements(by_clip)]
+    assert len([f for f in files if f.endswith(".pkl")]) == 10 and files[-1] == ALEXNET
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= set(files)
 
 
 def test_weights_cli_prints_the_table_for_the_default_config(no_weights, capsys):
@@ -214,7 +230,7 @@ def test_weights_cli_prints_the_table_for_the_default_config(no_weights, capsys)
     assert "stylegan2-ffhq-512x512.pkl" in out and "method=draggan" in out and "model=sd15" in out
     assert cli.main(["weights", "method=identity,draggan", "eval=tiny"]) == 1  # a sweep: every job's needs
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines[1:-1]] == ["method=draggan"] * 3
+    assert [line.split()[0] for line in lines[1:-1]] == ["method=draggan"] * 16  # 10 domains, CLIP (5), LPIPS
 
 
 @pytest.fixture

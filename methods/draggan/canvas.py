@@ -122,6 +122,12 @@ def _inside_mask(m: SquareMapping) -> np.ndarray:
     )
 
 
+def regenerated_box(m: SquareMapping) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), half-open: the part of the canvas `paste_square` fills with the generator's pixels
+    (the window clipped to the canvas); outside it the original's pixels stay (methods.base.EditResult)."""
+    return max(m.x0, 0), max(m.y0, 0), min(m.x0 + m.side, m.width), min(m.y0 + m.side, m.height)
+
+
 def paste_square(original: np.ndarray, square: np.ndarray, m: SquareMapping) -> np.ndarray:
     """Composite an edited (res, res, 3) square back into a copy of the original (H, W, 3) canvas.
 

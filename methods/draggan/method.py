@@ -1,5 +1,6 @@
-"""The DragGAN baseline on DragBench (protocol §5): route to a StyleGAN2, map the sample into its square domain,
-GAN-invert, run the DragGAN loop (W+ motion supervision + nearest-neighbour tracking), composite back.
+"""The DragGAN baseline on DragBench (protocol §5): route to a StyleGAN2 of the ensemble (CLIP or category),
+map the sample into its square domain, GAN-invert, run the DragGAN loop (W+ motion supervision +
+nearest-neighbour tracking), composite back.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from dragbench.sample import DragSample, rc_to_xy, xy_to_rc
 from dragbench.weights import STYLEGAN2_URLS, WeightFile, downloads_allowed, url_file_requirement
 from methods.base import EditResult, peak_memory_mb, reset_peak_memory
 from methods.draggan import motion
-from methods.draggan.canvas import CANVAS_MODES, image_to_square, mask_to_square, paste_square, plan_square
+from methods.draggan.canvas import (
+    CANVAS_MODES,
+    image_to_square,
+    mask_to_square,
+    paste_square,
+    plan_square,
+    regenerated_box,
+)
 from methods.draggan.checkpoint import load_generator
+from methods.draggan.clip_router import RANDOM_CLIP, ClipRouter, RouteChoice, clip_requirements
 from methods.draggan.projector import (
     LPIPS_TRUNK_FILES,
     LPIPS_TRUNK_URLS,
@@ -29,14 +38,10 @@ from methods.draggan.projector import (
     pivotal_tuning,
     project,
 )
-from methods.draggan.routing import check_routing, route
+from methods.draggan.routing import check_routing, parse_domains, route_by_category
 from methods.draggan.stylegan2 import Generator, build_tiny_generator
 
 logger = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS = (
-    "random"  # a `checkpoints` value meaning "build the tiny random generator from tiny_generator"
-)
 
 
 @dataclass
@@ -65,11 +70,17 @@ class DragGAN:
     """DragGAN (Pan et al. 2023) as a `DragMethod` for DragBench.
 
     Args:
-        checkpoints: name -> checkpoint path (.pkl NVIDIA, .safetensors, .pt), or "random" for the tiny
-            random generator built from `tiny_generator` (labelled weights=random).
-        routing: category -> checkpoint name or None (unsupported); key "*" for other categories.
-        tiny_generator: kwargs of `build_tiny_generator` (resolution, z_dim, w_dim, channel_base, channel_max,
-            mapping_layers, seed); used only by "random" checkpoints.
+        domains: the ensemble, name -> {checkpoint, description, resolution[, seed]} (routing.Domain);
+            checkpoint is a path (.pkl NVIDIA, .safetensors, .pt) or "random" for a tiny random generator
+            built from `tiny_generator` at the domain's resolution and seed (labelled weights=random).
+        routing: "clip" (each image to the domain whose description CLIP finds most similar) or "category"
+            (`category_routes`).
+        category_routes: routing "category" only: category -> domain name or None (unsupported); key "*"
+            for other categories.
+        clip_checkpoint: routing "clip" only: transformers CLIP checkpoint (hub id or folder), or "random"
+            for a tiny random CLIP.
+        tiny_generator: kwargs of `build_tiny_generator` (z_dim, w_dim, channel_base, channel_max,
+            mapping_layers, seed; resolution and seed come from the domain); used only by "random" domains.
         canvas: "auto" | "crop" | "pad": how a non-square sample enters the square domain (canvas.py).
         feature_block: 1-based synthesis block whose output is the feature map (6 in DragGAN).
         n_optimized_layers: how many leading W+ latents are optimised (6); the rest stay at w0.
@@ -91,8 +102,10 @@ class DragGAN:
 
     def __init__(
         self,
-        checkpoints: dict[str, str],
-        routing: dict[str, str | None],
+        domains: dict[str, dict],
+        routing: str,
+        category_routes: dict[str, str | None],
+        clip_checkpoint: str,
         tiny_generator: dict,
         canvas: str,
         feature_block: int,
@@ -117,12 +130,10 @@ class DragGAN:
     ) -> None:
         if canvas not in CANVAS_MODES:
             raise ValueError(f"method.canvas must be one of {CANVAS_MODES}, got {canvas!r}")
-        check_routing(dict(routing), dict(checkpoints))
-        self.checkpoints, self.routing, self.tiny_generator = (
-            dict(checkpoints),
-            dict(routing),
-            dict(tiny_generator),
-        )
+        self.domains = parse_domains(domains)
+        check_routing(routing, dict(category_routes), self.domains)
+        self.routing, self.category_routes, self.clip_checkpoint = routing, dict(category_routes), clip_checkpoint
+        self.tiny_generator = dict(tiny_generator)
         self.canvas, self.feature_block, self.n_optimized_layers = canvas, feature_block, n_optimized_layers
         self.lr, self.r1, self.r2, self.lam, self.max_iters = lr, r1, r2, lam, max_iters
         self.inversion_space, self.inversion_steps, self.inversion_lr = (
@@ -135,34 +146,53 @@ class DragGAN:
         self.device, self.seed = resolve_device(device), seed
         self.loss = ReconstructionLoss(inversion_loss, lpips_net).to(self.device)
         self._generators: dict[str, tuple[Generator, str]] = {}
+        self._router: ClipRouter | None = None  # built on first use: text embeddings once per instance
 
     @staticmethod
     def weight_requirements(
-        checkpoints: dict[str, str],
-        routing: dict[str, str | None],
+        domains: dict[str, dict],
+        routing: str,
+        category_routes: dict[str, str | None],
+        clip_checkpoint: str,
         inversion_loss: str,
         lpips_net: str,
         dataset_categories: list[str] | None = None,
     ) -> list[WeightFile]:
         """Files this configuration reads, without loading them.
 
-        Every checkpoint a category routes to that is not "random" (never downloaded by the harness; only the
-        routes of `dataset_categories` when the job's dataset names them), and the torchvision LPIPS trunk
-        when `inversion_loss="lpips"` (downloaded on first use unless HF_HUB_OFFLINE).
+        Routing "clip": every domain's checkpoint that is not "random" (any image may go to any domain) and
+        the CLIP checkpoint's files (hub files download on first use unless HF_HUB_OFFLINE). Routing
+        "category": the checkpoints the routes name (only the routes of `dataset_categories` when the job's
+        dataset names them). StyleGAN2 checkpoints are never downloaded by the harness. Plus the torchvision
+        LPIPS trunk when `inversion_loss="lpips"` (downloaded on first use unless HF_HUB_OFFLINE).
         """
+        ensemble = parse_domains(domains)
+        if routing == "clip":
+            used = {name: "any image CLIP routes there" for name in ensemble}
+        else:
+            cats = list(category_routes) if dataset_categories is None else dataset_categories
+            used = {}
+            for category in cats:
+                name = route_by_category(category, category_routes)
+                if name is not None:
+                    used[name] = ", ".join(sorted(c for c, n in category_routes.items() if n == name))
         rows = []
-        cats = dataset_categories
-        names = routing.values() if cats is None else [route(c, routing) for c in cats]
-        for name in sorted({n for n in names if checkpoints.get(n) not in (None, RANDOM_WEIGHTS)}):
-            path = Path(checkpoints[name])
+        for name in sorted(n for n in used if n in ensemble and not ensemble[n].is_random):
+            path = Path(ensemble[name].checkpoint)
             url = STYLEGAN2_URLS.get(path.name, "")
-            categories = ", ".join(sorted(c for c, n in routing.items() if n == name))
             how = f"put the StyleGAN2 checkpoint at {path} (or set {{knob}})"
-            if url:
+            if "drive.google.com" in url:  # no direct link: DragGAN's README points to Google Drive
+                how = f"download {url} (DragGAN README) to {path}, or set {{knob}}"
+            elif url:
                 how = f"`wget -P {path.parent} {url}` (DragGAN's download_model.sh) or set {{knob}}"
-            how += f"; or leave {categories} out (dataset.categories, or method.routing.<category>=null)"
-            what = f"StyleGAN2 {name!r} (for {categories})"
-            rows.append(url_file_requirement(what, path, url, False, how, f"checkpoints.{name}"))
+            if routing == "clip":
+                how += f"; or drop method.domains.{name} from the ensemble"
+            else:
+                how += f"; or leave {used[name]} out (dataset.categories, or method.category_routes.<cat>=null)"
+            what = f"StyleGAN2 {name!r} (for {used[name]})"
+            rows.append(url_file_requirement(what, path, url, False, how, f"domains.{name}.checkpoint"))
+        if routing == "clip":
+            rows += clip_requirements(clip_checkpoint)
         if inversion_loss == "lpips" and lpips_net in LPIPS_TRUNK_FILES:
             path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_TRUNK_FILES[lpips_net]
             url, auto = LPIPS_TRUNK_URLS[lpips_net], downloads_allowed()
@@ -173,17 +203,25 @@ class DragGAN:
 
     @property
     def weights(self) -> str:
-        """Run-level weights label: "random" if any configured checkpoint is the tiny random generator."""
-        return "random" if RANDOM_WEIGHTS in self.checkpoints.values() else "real"
+        """Run-level weights label: "random" if any domain is a tiny random generator or CLIP is random."""
+        random_clip = self.routing == "clip" and self.clip_checkpoint == RANDOM_CLIP
+        return "random" if random_clip or any(d.is_random for d in self.domains.values()) else "real"
 
     def generator(self, name: str) -> tuple[Generator, str]:
-        """The (memoised) generator for checkpoint `name` and its weights label ("real" | "random")."""
+        """The (memoised) generator of domain `name` and its weights label ("real" | "random")."""
         if name not in self._generators:
-            path = self.checkpoints[name]
-            if path == RANDOM_WEIGHTS:
-                g, label = build_tiny_generator(**self.tiny_generator), "random"
+            domain = self.domains[name]
+            if domain.is_random:
+                seed = self.tiny_generator.get("seed") if domain.seed is None else domain.seed
+                kwargs = {**self.tiny_generator, "resolution": domain.resolution, "seed": seed}
+                g, label = build_tiny_generator(**kwargs), "random"
             else:
-                g, label = load_generator(path).generator, "real"
+                g, label = load_generator(domain.checkpoint).generator, "real"
+            if g.img_resolution != domain.resolution:
+                raise ValueError(
+                    f"method.domains.{name}: {domain.checkpoint} is a {g.img_resolution}px generator but the "
+                    f"domain says resolution {domain.resolution}; fix method.domains.{name}.resolution"
+                )
             n_blocks = len(g.synthesis.block_resolutions)
             if not 1 <= self.feature_block <= n_blocks:
                 raise ValueError(
@@ -194,6 +232,16 @@ class DragGAN:
                 raise ValueError(f"method.n_optimized_layers={self.n_optimized_layers} not in 1..{g.num_ws}")
             self._generators[name] = (g.to(self.device).eval().requires_grad_(False), label)
         return self._generators[name]
+
+    def route(self, sample: DragSample) -> tuple[str | None, RouteChoice | None]:
+        """The domain for `sample` (None: unsupported) and, with CLIP routing, the similarities."""
+        if self.routing == "category":
+            return route_by_category(sample.category, self.category_routes), None
+        if self._router is None:
+            descriptions = {n: d.description for n, d in self.domains.items()}
+            self._router = ClipRouter.from_checkpoint(self.clip_checkpoint, descriptions, self.device)
+        choice = self._router(sample.image)
+        return choice.domain, choice
 
     def features(self, g: Generator, ws: Tensor, noises: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Synthesise: (image (1, 3, R, R), features of `feature_block` bilinearly resized to (R, R))."""
@@ -279,13 +327,18 @@ class DragGAN:
         """Edit one sample: 1 route, 2 map into the square domain, 3 invert, 4 drag, 5 composite back."""
         torch.manual_seed(self.seed)
         reset_peak_memory(self.device)
-        name = route(sample.category, self.routing)  # 1. route
+        t_route = time.perf_counter()
+        name, choice = self.route(sample)  # 1. route
+        routed = {"gan_model": name or ""}
+        if choice is not None:
+            routed.update({f"clip_sim/{n}": s for n, s in choice.similarities.items()})
         if name is None:
-            reason = f"no StyleGAN2 configured for category {sample.category!r} (method.routing)"
+            reason = f"no StyleGAN2 configured for category {sample.category!r} (method.category_routes)"
             return EditResult(
-                image=sample.image.copy(), handles=None, info={"reason": reason}, status="unsupported"
+                image=sample.image.copy(), handles=None, info={"reason": reason, **routed}, status="unsupported"
             )
         g, weights = self.generator(name)
+        routed["time/routing"] = time.perf_counter() - t_route  # incl. loading the generator the first time
         res = g.img_resolution
         points = np.concatenate([sample.handles, sample.targets], axis=0)  # 2. square domain
         mapping = plan_square(sample.height, sample.width, points, res, self.canvas)
@@ -303,6 +356,7 @@ class DragGAN:
         out = self.drag(g_inv, ws0, noises, handles_rc, targets_rc, fixed)
         t2 = time.perf_counter()
         edited = paste_square(sample.image, to_uint8_image(out.image), mapping)  # 5. composite
+        box = regenerated_box(mapping)
         final_xy = mapping.from_square(rc_to_xy(out.handles_rc.cpu().numpy().astype(np.float64)))
         info = {
             "time/inversion": t1 - t0,
@@ -311,11 +365,11 @@ class DragGAN:
             "reached_targets": out.reached,
             "peak_mem_mb": peak_memory_mb(self.device),  # methods.base.REQUIRED_INFO
             "weights": weights,
-            "generator": name,
+            **routed,
             "mapping": mapping.as_dict(),
             **inv_info,
             "distance/start_px": motion.pair_distances(handles_rc.round(), targets_rc),
             "distance/end_px": motion.pair_distances(out.handles_rc, targets_rc),
         }
         logger.info("%s: %s, %d iters, reached=%s", sample.sample_id, name, out.iterations, out.reached)
-        return EditResult(image=edited, handles=final_xy, info=info, status="ok")
+        return EditResult(image=edited, handles=final_xy, info=info, status="ok", regenerated_box=box)

@@ -1,32 +1,99 @@
-"""Which StyleGAN2 checkpoint edits which DragBench category (protocol §5).
+"""Which StyleGAN2 of the ensemble edits a sample (protocol §5, "Routing").
 
-The DragDiffusion paper picked, per image, the generator whose domain text had the highest CLIP similarity
-to the image. That CLIP routing is NOT implemented here: routing is a category -> checkpoint-name map from
-config (defaults follow the official checkpoints' domains); a category that maps to null is unsupported.
+The DragDiffusion paper ran DragGAN as an ensemble: each StyleGAN2 has a text description and each DragBench
+image goes to the model whose description has the highest CLIP image-text similarity (`routing: clip`,
+methods/draggan/clip_router.py). `routing: category` keeps the older name-based map (a DragBench category ->
+domain name, null = unsupported) as an option. The ensemble itself is config: one `Domain` per generator.
 """
 
 from __future__ import annotations
 
-DEFAULT_ROUTE_KEY = "*"  # routing entry used for categories not listed explicitly
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ROUTING_MODES = ("clip", "category")
+DEFAULT_ROUTE_KEY = "*"  # category-routing entry used for categories not listed explicitly
+RANDOM_WEIGHTS = "random"  # a domain checkpoint meaning "build a tiny random generator" (weights=random)
+_DOMAIN_KEYS = {"checkpoint", "description", "resolution"}
+_OPTIONAL_DOMAIN_KEYS = {"seed"}
 
 
-def route(category: str, routing: dict[str, str | None]) -> str | None:
-    """Checkpoint name for `category`, or None when no generator fits.
+@dataclass(frozen=True)
+class Domain:
+    """One generator of the ensemble.
+
+    Attributes:
+        name: the key in `method.domains` (recorded per sample as `info/gan_model`).
+        checkpoint: .pkl / .safetensors / .pt path, or "random" (tiny random generator from `tiny_generator`).
+        description: the text CLIP compares each image with.
+        resolution: the generator's native square resolution; its canvas (methods/draggan/canvas.py) is this
+            size, and a loaded checkpoint of another size is refused.
+        seed: tiny random generators only: the seed it is built with (None: `tiny_generator.seed`).
+    """
+
+    name: str
+    checkpoint: str
+    description: str
+    resolution: int
+    seed: int | None = None
+
+    @property
+    def is_random(self) -> bool:
+        return self.checkpoint == RANDOM_WEIGHTS
+
+
+def parse_domains(domains: Mapping[str, Mapping[str, Any]]) -> dict[str, Domain]:
+    """`method.domains` (name -> {checkpoint, description, resolution[, seed]}) as `Domain`s, in config order.
+
+    Raises:
+        ValueError: no domain, or an entry with missing / unknown keys or a non-positive resolution.
+    """
+    if not domains:
+        raise ValueError(
+            "method.domains is empty; configure at least one generator (see conf/method/draggan.yaml)"
+        )
+    out = {}
+    for name, entry in domains.items():
+        keys = set(entry)
+        missing, unknown = _DOMAIN_KEYS - keys, keys - _DOMAIN_KEYS - _OPTIONAL_DOMAIN_KEYS
+        if missing or unknown:
+            raise ValueError(
+                f"method.domains.{name} needs exactly {sorted(_DOMAIN_KEYS)} (+ optional seed); "
+                f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
+        if int(entry["resolution"]) <= 0:
+            raise ValueError(f"method.domains.{name}.resolution must be > 0, got {entry['resolution']}")
+        seed = entry.get("seed")
+        out[str(name)] = Domain(
+            str(name),
+            str(entry["checkpoint"]),
+            str(entry["description"]),
+            int(entry["resolution"]),
+            None if seed is None else int(seed),
+        )
+    return out
+
+
+def route_by_category(category: str, routes: Mapping[str, str | None]) -> str | None:
+    """`routing: category`: the domain for `category`, or None when none fits.
 
     Args:
         category: DragBench category folder name.
-        routing: category -> checkpoint name (or None); key "*" is the fallback for unlisted categories.
+        routes: category -> domain name (or None); key "*" is the fallback for unlisted categories.
     """
-    if category in routing:
-        return routing[category]
-    return routing.get(DEFAULT_ROUTE_KEY)
+    if category in routes:
+        return routes[category]
+    return routes.get(DEFAULT_ROUTE_KEY)
 
 
-def check_routing(routing: dict[str, str | None], checkpoints: dict[str, str]) -> None:
-    """Raise ValueError if a route names a checkpoint that is not configured (lists the valid names)."""
-    for category, name in routing.items():
-        if name is not None and name not in checkpoints:
+def check_routing(routing: str, routes: Mapping[str, str | None], domains: Mapping[str, Domain]) -> None:
+    """Raise ValueError for an unknown routing mode or a category route naming no configured domain."""
+    if routing not in ROUTING_MODES:
+        raise ValueError(f"method.routing must be one of {ROUTING_MODES}, got {routing!r}")
+    for category, name in routes.items():
+        if name is not None and name not in domains:
             raise ValueError(
-                f"method.routing.{category}={name!r} is not a key of method.checkpoints; "
-                f"valid: {sorted(checkpoints)}"
+                f"method.category_routes.{category}={name!r} is not a key of method.domains; "
+                f"valid: {sorted(domains)}"
             )
