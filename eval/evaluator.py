@@ -222,10 +222,10 @@ class Evaluator:
                 Resized bilinearly to the original's (H, W) first when sizes differ, as the official scripts.
             dragged_back: Drag-Back only: the edit of `edited` with handles and targets swapped (resized
                 likewise).
-
-        Returns:
             regenerated_box: `EditResult.regenerated_box` (the part of `edited` the method produced) for
                 `image_fidelity_unpasted`; None = nothing was pasted back (that metric is then NaN).
+
+        Returns:
             SampleScore with each metric's values.
 
         Raises:
@@ -249,14 +249,12 @@ class Evaluator:
             fidelity=_memoised(self.fidelity),
             variant=self.variant,
             dragged_back=dragged_back,
+            regenerated_box=regenerated_box,
         )
         values = {metric.name: metric.compute(inputs) for metric in self.metrics}
-            regenerated_box=regenerated_box,
         return SampleScore(values, self.metrics, resized_from)
 
 
-def official_requirements(
-    pretrained: str = DIFT_PRETRAINED, local_files_only: bool = False
 def _memoised(fidelity: Fidelity) -> Callable[[np.ndarray, np.ndarray], float]:
     """`fidelity` for one score call, computed once per (original, other) array pair: when a pasting method
     regenerated the whole image, IF and IF unpasted are the same LPIPS call. Keyed on identity: the arrays
@@ -272,6 +270,8 @@ def _memoised(fidelity: Fidelity) -> Callable[[np.ndarray, np.ndarray], float]:
     return call
 
 
+def official_requirements(
+    pretrained: str = DIFT_PRETRAINED, local_files_only: bool = False
 ) -> list[WeightFile]:
     """What `official_evaluator` reads: SD-2.1's pipeline subfolders and the LPIPS AlexNet trunk."""
     dift = pipeline_requirements(pretrained, "SD-2.1 (DIFT, Mean Distance)", local_files_only)

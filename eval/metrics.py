@@ -37,9 +37,9 @@ class ScoringInputs:
         fidelity: (original, other) -> 1 − LPIPS.
         variant: the MD variant (eval.mean_distance.MD_VARIANTS).
         dragged_back: the edit of `edited` with handles and targets swapped (Drag-Back), else None.
-    """
         regenerated_box: methods.base.EditResult.regenerated_box: (x0, y0, x1, y1) of `edited` the method
             produced (the rest is the original pasted back), None = nothing was pasted back.
+    """
 
     sample: DragSample
     edited: np.ndarray
@@ -48,8 +48,8 @@ class ScoringInputs:
     fidelity: Callable[[np.ndarray, np.ndarray], float]
     variant: str
     dragged_back: np.ndarray | None = None
-
     regenerated_box: tuple[int, int, int, int] | None = None
+
 
 @dataclass
 class Measured:
@@ -73,9 +73,9 @@ class Metric:
         unit: MD_UNIT when the value is in the md_scale unit (distances), None when unitless.
         needs_ground_truth: only defined on samples with a known true edit (toy world); NaN elsewhere and
             reported only when some value is finite.
-        opt_in: the `eval.<key>` flag that turns the metric on (None = always computed).
         only_where_defined: like ground truth, NaN where the edit does not define it (IF unpasted: a method
             that pastes nothing back) and reported only when some value is finite.
+        opt_in: the `eval.<key>` flag that turns the metric on (None = always computed).
         sample_column: results.csv column (a per-pair metric: the sample's mean), None = not in results.csv.
         pair_column: pairs.csv column of a per-pair metric.
         extra_pair_columns: further pairs.csv columns its function returns (before pair_column).
@@ -90,10 +90,10 @@ class Metric:
     compute: Callable[[ScoringInputs], Measured]
     unit: str | None = None
     needs_ground_truth: bool = False
+    only_where_defined: bool = False
     opt_in: str | None = None
     sample_column: str | None = None
     pair_column: str | None = None
-    only_where_defined: bool = False
     extra_pair_columns: tuple[str, ...] = ()
     digits: int = 3
 
@@ -118,14 +118,14 @@ class Metric:
         return (*self.extra_pair_columns, self.pair_column) if self.per == "pair" else ()
 
     @property
-    def optional(self) -> bool:
-        """Reported only where it exists (ground truth) or was asked for (opt-in)."""
-        return self.partial or self.opt_in is not None
-    @property
     def partial(self) -> bool:
         """NaN on some edits by definition (not an error); reported only where some value is finite."""
         return self.needs_ground_truth or self.only_where_defined
 
+    @property
+    def optional(self) -> bool:
+        """Reported only where it exists (ground truth) or was asked for (opt-in)."""
+        return self.partial or self.opt_in is not None
 
 
 # ---- the functions ---------------------------------------------------------------------------------
@@ -155,10 +155,6 @@ def measure_image_fidelity(inputs: ScoringInputs) -> Measured:
     return Measured(float(inputs.fidelity(inputs.sample.image, inputs.edited)))
 
 
-def measure_gt_distance(inputs: ScoringInputs) -> Measured:
-    """Toy world: distance of each handle's content to its target; NaN without ground truth."""
-    if not has_ground_truth(inputs.sample):
-        return Measured(np.full(inputs.sample.n_pairs, np.nan))
 def measure_image_fidelity_unpasted(inputs: ScoringInputs) -> Measured:
     """IF of a pasting method's own pixels: 1 − LPIPS(original, edited) inside `regenerated_box` only, so
     pixels it pasted back from the input (DragGAN outside its square crop) do not count as perfectly kept; IF
@@ -175,6 +171,10 @@ def measure_image_fidelity_unpasted(inputs: ScoringInputs) -> Measured:
     return Measured(float(inputs.fidelity(original[y0:y1, x0:x1], edited[y0:y1, x0:x1])))
 
 
+def measure_gt_distance(inputs: ScoringInputs) -> Measured:
+    """Toy world: distance of each handle's content to its target; NaN without ground truth."""
+    if not has_ground_truth(inputs.sample):
+        return Measured(np.full(inputs.sample.n_pairs, np.nan))
     return Measured(gt_pair_distances(inputs.sample, inputs.edited)[0])
 
 
@@ -216,6 +216,16 @@ MEAN_DISTANCE = Metric(
 IMAGE_FIDELITY = Metric(
     "image_fidelity", "sample", True, "IF", "if", measure_image_fidelity, sample_column="image_fidelity"
 )
+IMAGE_FIDELITY_UNPASTED = Metric(
+    "image_fidelity_unpasted",
+    "sample",
+    True,
+    "IF unpasted",
+    "if_unpasted",
+    measure_image_fidelity_unpasted,
+    only_where_defined=True,
+    sample_column="image_fidelity_unpasted",
+)
 GT_DISTANCE = Metric(
     "gt_distance",
     "pair",
@@ -233,16 +243,6 @@ DRAG_BACK_FIDELITY = Metric(
     "sample",
     True,
     "Drag-Back IF",
-IMAGE_FIDELITY_UNPASTED = Metric(
-    "image_fidelity_unpasted",
-    "sample",
-    True,
-    "IF unpasted",
-    "if_unpasted",
-    measure_image_fidelity_unpasted,
-    only_where_defined=True,
-    sample_column="image_fidelity_unpasted",
-)
     "drag_back_if",
     measure_drag_back_fidelity,
     opt_in="drag_back",
@@ -264,6 +264,7 @@ DRAG_BACK_DISTANCE = Metric(
 METRICS: tuple[Metric, ...] = (
     MEAN_DISTANCE,
     IMAGE_FIDELITY,
+    IMAGE_FIDELITY_UNPASTED,
     GT_DISTANCE,
     DRAG_BACK_FIDELITY,
     DRAG_BACK_DISTANCE,
@@ -296,4 +297,3 @@ def metric_named(name: str) -> Metric:
         if metric.name == name:
             return metric
     raise KeyError(f"no metric {name!r}; declared: {', '.join(m.name for m in METRICS)} (eval/metrics.py)")
-    IMAGE_FIDELITY_UNPASTED,
