@@ -5,6 +5,10 @@ motion supervision + mask term -> one Adam step. The feature function, the point
 motion-supervision loss are parameters (DragDiffusion's `NearestNeighbourTracker` and
 `PatchMotionSupervision` are the defaults), so a method that changes one of them reuses the rest; the loop
 is testable with any differentiable map from latent to (features, one-step-denoised latent).
+
+The optimised variable is whatever `forward` maps: z_t for DragDiffusion (the default use), the UNet
+bottleneck for DragNoise (`dragbench.diffusion.bottleneck`; its `forward` runs the UNet on the fixed z_t with
+the mid-block output replaced by the variable). The names below say "latent" for the default case.
 """
 
 from __future__ import annotations
@@ -69,12 +73,14 @@ def drag_latent(
     tracker: PointTracker | None = None,
     motion_loss: MotionLoss | None = None,
     precision: StagePrecision = FP32,
+    mask_term_always: bool = False,
 ) -> DragLoopResult:
     """Optimise `latent0` so that the features at the handles move to the targets.
 
     Args:
-        latent0: (1, 4, h, w) inverted latent z_t (not modified).
-        forward: latent -> (features (1, C, gh, gw), DDIM prev sample (1, 4, h, w)).
+        latent0: the optimised variable's start (not modified): (1, 4, h, w) inverted latent z_t by default,
+            any tensor `forward` maps (DragNoise: the (1, C, h', w') bottleneck).
+        forward: variable -> (features (1, C, gh, gw), DDIM prev sample (1, 4, h, w)).
         handles_rc: (N, 2) float32 integer-valued handles (row, col) on the feature grid.
         targets_rc: (N, 2) float32 targets (row, col).
         mask_latent: (1, 1, h, w) editable mask on the latent grid (1 = editable), or None.
@@ -88,6 +94,8 @@ def drag_latent(
         precision: autocast around each iteration's forward pass and loss, on the latent's device type
             (official_fp16: fp16 autocast + GradScaler, as the official `drag_diffusion_update`). The first
             forward (F0, x_prev0) runs without autocast, as there. `precision.weights` is the caller's.
+        mask_term_always: add the mask term even when the mask is empty (then every change is penalised), as
+            DragNoise's official loop does; False = DragDiffusion's (no mask term for an empty mask).
 
     Returns:
         DragLoopResult; its latent is float32.
@@ -103,7 +111,7 @@ def drag_latent(
     latent = latent0.detach().to(torch.float32, copy=True).requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=lr)
     scaler = precision.grad_scaler(device_type)
-    use_mask = mask_latent is not None and bool(mask_latent.sum() != 0.0)
+    use_mask = mask_latent is not None and (mask_term_always or bool(mask_latent.sum() != 0.0))
     handles_init = handles_rc.detach().clone()
     handles = handles_init.clone()
     result = DragLoopResult(latent=latent0, handles_rc=handles)
