@@ -142,6 +142,7 @@ class Evaluator:
             holds the image itself (content), never the sample id.
         drag_back: also measure Drag-Back (`eval.drag_back`): the job edits each result back with handles
             and targets swapped and passes it to `score(..., dragged_back=...)`.
+        dai: also measure GoodDrag's DAI at γ = 1, 10, 20 (`eval.dai`, on by default; eval/dai.py).
     """
 
     def __init__(
@@ -151,13 +152,14 @@ class Evaluator:
         variant: str = "standard",
         cache: Cache | None = None,
         drag_back: bool = False,
+        dai: bool = True,
     ) -> None:
         if variant not in MD_VARIANTS:
             raise ValueError(f"unknown MD variant {variant!r}; choose one of {', '.join(MD_VARIANTS)}")
         self.featurizer, self.fidelity, self.variant, self.cache = featurizer, fidelity, variant, cache
         self.metric_version = METRIC_VERSION
-        self.drag_back = bool(drag_back)
-        self.metrics = active_metrics(drag_back=self.drag_back)
+        self.drag_back, self.dai = bool(drag_back), bool(dai)
+        self.metrics = active_metrics(drag_back=self.drag_back, dai=self.dai)
 
     @property
     def weights(self) -> str:
@@ -287,6 +289,7 @@ def official_evaluator(
     variant: str = "standard",
     cache: Cache | None = None,
     drag_back: bool = False,
+    dai: bool = True,
 ) -> Evaluator:
     """The official metrics: DIFT on SD-2.1 + LPIPS with the ImageNet AlexNet trunk (`eval=official`).
 
@@ -299,6 +302,7 @@ def official_evaluator(
         variant: MD variant ("standard" = official).
         cache: optional feature cache for original images.
         drag_back: also measure Drag-Back (`eval.drag_back`; two edits per sample).
+        dai: also measure DAI (`eval.dai`, default on).
 
     Raises:
         MissingWeightsError: one line naming every missing piece (SD-2.1 for DIFT and/or the AlexNet trunk).
@@ -314,7 +318,9 @@ def official_evaluator(
         backbone, missing = None, [f"Mean Distance (DIFT, SD-2.1): {err}", *missing]
     if missing:
         raise MissingWeightsError("eval=official needs real weights; missing — " + " | ".join(missing))
-    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back)
+    return Evaluator(
+        DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back, dai=dai
+    )
 
 
 def tiny_evaluator(
@@ -325,6 +331,7 @@ def tiny_evaluator(
     variant: str = "standard",
     cache: Cache | None = None,
     drag_back: bool = False,
+    dai: bool = True,
 ) -> Evaluator:
     """Offline metrics: DIFT on the tiny seeded SD backbone + LPIPS with a seeded random AlexNet trunk.
 
@@ -338,10 +345,13 @@ def tiny_evaluator(
         variant: MD variant ("standard" = official definition).
         cache: optional feature cache for original images.
         drag_back: also measure Drag-Back (`eval.drag_back`; two edits per sample).
+        dai: also measure DAI (`eval.dai`, default on).
     """
     backbone = build_tiny(seed=seed, device=device, dtype=dtype)
     fidelity = build_fidelity("random", seed=lpips_seed, device=device)
-    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back)
+    return Evaluator(
+        DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back, dai=dai
+    )
 
 
 def toy_evaluator(
@@ -351,6 +361,7 @@ def toy_evaluator(
     variant: str = "standard",
     cache: Cache | None = None,
     drag_back: bool = False,
+    dai: bool = True,
 ) -> Evaluator:
     """Toy-world metrics: DIFT on the trained toy model (dragbench/toy/weights) + a seeded random LPIPS trunk.
 
@@ -360,4 +371,6 @@ def toy_evaluator(
     """
     backbone = load_toy_backbone(device=device, dtype=dtype)
     fidelity = build_fidelity("random", seed=lpips_seed, device=device)
-    return Evaluator(DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back)
+    return Evaluator(
+        DiftFeaturizer(backbone), fidelity, variant=variant, cache=cache, drag_back=drag_back, dai=dai
+    )

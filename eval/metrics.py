@@ -19,6 +19,7 @@ import numpy as np
 from torch import Tensor
 
 from dragbench.sample import DragSample
+from eval.dai import DAI_GAMMAS, border_pairs, dai
 from eval.mean_distance import mean_distance
 from eval.toy_ground_truth import gt_pair_distances, has_ground_truth
 
@@ -80,6 +81,8 @@ class Metric:
         pair_column: pairs.csv column of a per-pair metric.
         extra_pair_columns: further pairs.csv columns its function returns (before pair_column).
         digits: decimals in printed tables.
+        in_figures: drawn in the Fig. 7 panels (experiments.figures); False keeps a metric on its own scale
+            (DAI) off the panels' shared MD / fidelity axes. Tables, metrics.json and W&B carry it either way.
     """
 
     name: str
@@ -96,6 +99,7 @@ class Metric:
     pair_column: str | None = None
     extra_pair_columns: tuple[str, ...] = ()
     digits: int = 3
+    in_figures: bool = True
 
     def __post_init__(self) -> None:
         if self.per not in ("pair", "sample"):
@@ -176,6 +180,19 @@ def measure_gt_distance(inputs: ScoringInputs) -> Measured:
     if not has_ground_truth(inputs.sample):
         return Measured(np.full(inputs.sample.n_pairs, np.nan))
     return Measured(gt_pair_distances(inputs.sample, inputs.edited)[0])
+
+
+def dai_measure(gamma: int) -> Callable[[ScoringInputs], Measured]:
+    """DAI_γ (GoodDrag, protocol §11) of each pair: squared RGB patch error, handle in the original vs target in
+    the edit, in [0, 1] units (eval/dai.py); pairs.csv also gets `dai_<γ>_border` (1 = patch edge-padded)."""
+
+    def measure(inputs: ScoringInputs) -> Measured:
+        sample = inputs.sample
+        values = dai(sample.image, inputs.edited, sample.handles, sample.targets, gamma)
+        border = border_pairs(sample.handles, sample.targets, sample.height, sample.width, gamma)
+        return Measured(values, {f"dai_{gamma}_border": border.astype(np.int64)})
+
+    return measure
 
 
 def _dragged_back(inputs: ScoringInputs) -> np.ndarray:
@@ -261,11 +278,29 @@ DRAG_BACK_DISTANCE = Metric(
     pair_column="drag_back_distance",
     digits=2,
 )
+DAI_METRICS = tuple(  # GoodDrag's DAI at γ = 1, 10, 20 (eval/dai.py); on by default (eval.dai=true)
+    Metric(
+        f"dai_{gamma}",
+        "pair",
+        False,
+        f"DAI γ={gamma}",
+        f"dai_{gamma}",
+        dai_measure(gamma),
+        opt_in="dai",
+        sample_column=f"dai_{gamma}",
+        pair_column=f"dai_{gamma}",
+        extra_pair_columns=(f"dai_{gamma}_border",),
+        digits=4,
+        in_figures=False,  # [0, 1] squared-error units: neither MD's pixels nor a fidelity (higher = better)
+    )
+    for gamma in DAI_GAMMAS
+)
 METRICS: tuple[Metric, ...] = (
     MEAN_DISTANCE,
     IMAGE_FIDELITY,
     IMAGE_FIDELITY_UNPASTED,
     GT_DISTANCE,
+    *DAI_METRICS,
     DRAG_BACK_FIDELITY,
     DRAG_BACK_DISTANCE,
 )

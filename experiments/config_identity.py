@@ -34,6 +34,7 @@ RESULT_NEUTRAL_PATHS = (
 # existed) they are left out of the hash, so those job dirs keep theirs; any other value is hashed.
 ADDED_AT_DEFAULT = {
     "eval.drag_back": False,  # Drag-Back metrics (eval.metrics); true adds two metrics and a second edit
+    "eval.dai": False,  # DAI (eval/dai.py), default true: a dir from before it resumes with eval.dai=false
 }
 MAX_LISTED_KEYS = 8  # differing keys named in the refusal message before "(+N more)"
 

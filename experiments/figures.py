@@ -106,12 +106,14 @@ LINE_STYLES = ("o-", "s--", "^:", "d-.")  # the 1st, 2nd, ... metric drawn on on
 
 
 def _drawn_metrics(rows: pd.DataFrame) -> list[Metric]:
-    """Declared metrics (eval.metrics) with a value in `rows`: core ones always, others when finite."""
+    """Declared metrics (eval.metrics) drawn in figures with a value in `rows`: core ones always, others when
+    finite."""
 
     def has_values(m: Metric) -> bool:
         return m.name in rows and bool(np.isfinite(rows[m.name].to_numpy(dtype=float)).any())
 
-    return [m for m in METRICS if (not m.optional and m.name in rows) or (m.optional and has_values(m))]
+    drawn = [m for m in METRICS if m.in_figures]
+    return [m for m in drawn if (not m.optional and m.name in rows) or (m.optional and has_values(m))]
 
 
 def _draw_panel(ax: Axes, x: np.ndarray, rows: pd.DataFrame, xlabel: str, default: float | None) -> None:

@@ -109,7 +109,7 @@ def test_samples_table_has_the_drag_the_edit_md_if_and_status_per_sample(make_cf
     rows, files = _samples_table(_run_records(job))
     results = pd.read_csv(job / "results.csv").set_index("sample_id")
     assert [r["sample_id"] for r in rows] == [s.sample_id for s in tiny_samples]
-    assert set(rows[0]) == set(TABLE_COLUMNS)
+    assert set(rows[0]) == {*TABLE_COLUMNS, "dai_1", "dai_10", "dai_20"}  # + DAI, on by default (eval.dai)
     for row, sample in zip(rows, tiny_samples, strict=True):
         assert row["status"] == "ok" and row["n_pairs"] == sample.n_pairs and row["error"] == ""
         assert row["mean_distance"] == pytest.approx(
