@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -126,10 +127,9 @@ def test_region_and_points_follow_the_official_grids():
     # nearest to the 170 x 256 grid: rows 50-69, cols 100-129; bilinear (no antialias) to 42 x 64 samples
     # grid rows (i + 0.5) * 170 / 42 - 0.5: i = 12 -> 50.1 (in), 16 -> 66.3 (in), 17 -> 70.3 (out); cols 4j + 1.5
     assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (12, 16, 25, 32)
-    with pytest.raises(ValueError, match="// 8"):
-        region_on_latent(mask, (43, 64))
     # (x, y) = (94, 57) on a 128 x 128 image: grid (row, col) = round(28.5, 47.0) = (28, 47) half to even, / 4
     assert points_on_latent(np.array([[94.0, 57.0]]), (128, 128)).tolist() == [[7.0, 11.75]]
+    assert points_on_latent(np.array([[94.0, 57.0]]), (128, 128), vae_scale_factor=4).tolist() == [[14.0, 23.5]]
 
 
 def test_stored_key_values_inject_the_recorded_keys_and_values(tiny_backbone):
@@ -205,31 +205,52 @@ def test_weight_requirements_name_the_lcm_unet_only_for_a_hub_backbone(tmp_path)
 
 
 @pytest.mark.skipif(not (REAL_SAMPLES.is_dir() and OFFICIAL_REF.is_dir()), reason="shared data not found")
-def test_held_out_real_samples_run_ok_same_size_and_deterministic(run_app, tmp_path):
+@pytest.mark.parametrize(
+    ("resize", "sizes"),
+    [
+        pytest.param(128, [(128, 128), (88, 128)], id="resized-128"),
+        pytest.param(None, [(512, 512), (341, 512)], id="full-size", marks=pytest.mark.slow),  # ~15 s a sample
+    ],
+)
+def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monkeypatch, resize, sizes):
     """`experiments.run method=fastdrag model=sd15 model.pretrained=<tiny> dataset=dragbench` on 2 real samples
-    (512x512 and 512x341): status ok, output of the input's size, identical across two runs."""
+    (one square, one 512x341): status ok, output of the input's size, identical across two runs."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from experiments.run import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
     images = []
     for run in ("a", "b"):
         out = tmp_path / run
-        run_app(
+        argv = [
+            "experiments.run",
+            "hydra/job_logging=none",
+            "hydra/hydra_logging=none",
+            "logger=none",
+            "device=cpu",
             "method=fastdrag",
             "model=sd15",
             f"model.pretrained={OFFICIAL_REF / 'tiny-sd15'}",
             "model.local_files_only=true",
+            "eval=tiny",
             "dataset=dragbench",
             f"dataset.root={REAL_SAMPLES}",
             "dataset.categories=[building_city_view,building_countryside_view]",
             "dataset.limit=2",
-            "eval=tiny",
+            f"dataset.resize={'null' if resize is None else resize}",
+            "aggregate.n_boot=50",
             f"hydra.run.dir={out}",
-        )
+        ]
+        monkeypatch.setattr(sys, "argv", argv)
+        GlobalHydra.instance().clear()
+        main()
         rows = list(csv.DictReader((out / "results.csv").open()))
         assert [r["status"] for r in rows] == ["ok", "ok"], [r.get("error") for r in rows]
+        assert [r["info/unet"] for r in rows] == ["own", "own"]  # auto on a local backbone folder
         pngs = sorted(out.glob("edits/*/*/dragged_image.png"))
-        assert len(pngs) == 2
         images.append([np.asarray(Image.open(p)) for p in pngs])
-        for png in pngs:
-            original = Image.open(REAL_SAMPLES / png.parent.parent.name / png.parent.name / "original_image.png")
-            assert Image.open(png).size == original.size
+    assert [im.shape[:2] for im in images[0]] == sizes  # the inputs' (H, W)
     for a, b in zip(*images, strict=True):
         np.testing.assert_array_equal(a, b)

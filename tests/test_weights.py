@@ -266,7 +266,15 @@ CONTEXT = {  # the other groups each option runs with: the fast exact metric / t
     "eval": ["method=identity"],
 }
 OPTIONS = [(group, path.stem) for group in CONTEXT for path in sorted((CONF_DIR / group).glob("*.yaml"))]
-REAL = {"method=dragdiffusion", "method=draggan", "model=sd15", "eval=official"}  # must stay covered
+# must stay covered
+REAL = {
+    "method=dragdiffusion",
+    "method=draggan",
+    "method=fastdrag",
+    "method=gooddrag",
+    "model=sd15",
+    "eval=official",
+}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

@@ -162,8 +162,8 @@ class FastDrag:
         # 2. one-step warp of the region and hole filling (tensor ops)
         with times.stage("warp"):
             region = region_on_latent(sample.mask, tuple(inverted.shape[-2:]))
-            handles_rc = points_on_latent(sample.handles, image_hw)
-            targets_rc = points_on_latent(sample.targets, image_hw)
+            handles_rc = points_on_latent(sample.handles, image_hw, bb.vae_scale_factor)
+            targets_rc = points_on_latent(sample.targets, image_hw, bb.vae_scale_factor)
             warp = warp_latent(inverted, region, handles_rc, targets_rc)
             filled = fill_holes(warp.latent, warp.holes)
         # 3. denoise from the filled latent, attending to the recorded keys/values

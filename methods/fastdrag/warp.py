@@ -47,32 +47,25 @@ def region_on_latent(mask: np.ndarray, latent_hw: tuple[int, int]) -> torch.Tens
 
     Official: the 0/1 (or 0/255) mask is resized nearest to the supervision grid (int(H/2), int(W/2)), then
     bilinearly (no antialias: torchvision 0.15's tensor default) to a quarter of that, and every value > 0
-    counts. That quarter, floor(floor(H/2)/4) = floor(H/8), is the VAE latent size for every H (341 -> 42),
-    so `latent_hw` is checked against it.
-
-    Raises:
-        ValueError: `latent_hw` is not (H // 8, W // 8).
+    counts. For SD's 8x VAE that quarter, floor(floor(H/2)/4) = floor(H/8), is the latent size for every H
+    (341 -> 42), so the second resize goes to `latent_hw` (which also serves VAEs with other factors).
     """
-    if tuple(latent_hw) != (np.shape(mask)[0] // 8, np.shape(mask)[1] // 8):
-        raise ValueError(
-            f"latent {tuple(latent_hw)} is not the mask's size // 8 {np.shape(mask)[:2]}: same image?"
-        )
     m = torch.tensor(np.asarray(mask), dtype=torch.float32)[None, None]  # (1, 1, H, W)
     m = (m > 0).float()
     grid = (int(0.5 * m.shape[-2]), int(0.5 * m.shape[-1]))
     m = F.interpolate(m, grid, mode="nearest")
-    m = F.interpolate(m, latent_hw, mode="bilinear", align_corners=False, antialias=False)
+    m = F.interpolate(m, tuple(latent_hw), mode="bilinear", align_corners=False, antialias=False)
     return m[0, 0] > 0
 
 
-def points_on_latent(points_xy: np.ndarray, image_hw: tuple[int, int]) -> torch.Tensor:
+def points_on_latent(points_xy: np.ndarray, image_hw: tuple[int, int], vae_scale_factor: int = 8) -> torch.Tensor:
     """(N, 2) image (x, y) -> (N, 2) float32 latent (row, col), as official: round on the half-resolution
-    grid (half to even), then divide by 4 (not rounded again)."""
+    grid (half to even), then divide by vae_scale_factor / 2 (4 for SD; not rounded again)."""
     height, width = image_hw
     grid_h, grid_w = int(0.5 * height), int(0.5 * width)
     pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     rc = np.stack([pts[:, 1] / height * grid_h, pts[:, 0] / width * grid_w], axis=1)
-    return torch.round(torch.tensor(rc, dtype=torch.float32)) / 4
+    return torch.round(torch.tensor(rc, dtype=torch.float32)) / (vae_scale_factor / 2)
 
 
 def circumscribed_circle(region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
