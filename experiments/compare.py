@@ -455,7 +455,7 @@ def comparison_markdown(comparison: Comparison) -> str:
         "Every metric recomputed from results.csv / pairs.csv on these samples only, with each job's "
         "aggregation and bootstrap (95% CI, samples resampled in the same order for every run).\n",
         common_markdown(comparison),
-        f"{TIMING_NOTE} n/a: not measured by that run (a metric its evaluator lacked or did not opt in to).\n",
+        f"{TIMING_NOTE} n/a: no value (a metric that run did not measure, or undefined on its samples).\n",
         *([f"Runs with weights other than `real` are {NOT_COMPARABLE}.\n"] if offline else []),
         "## Full coverage (each run on its own samples: rows with different coverage are not comparable)\n",
         to_markdown(comparison.full),
