@@ -57,12 +57,18 @@ def configured_method(name: str, bb: Backbone):
     """`conf/method/<name>.yaml` with its defaults, built on `bb` (no on-disk cache)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+    from omegaconf import open_dict
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=[f"method={name}", "logger=none", f"device={bb.device.type}"])
     node = cfg.method
     overrides = {key: value for key, value in (("backbone", bb), ("cache", None)) if key in node}
-    return instantiate(node, _convert_="all", **overrides)
+    # Passed to the partial, not to instantiate: instantiate merges its kwargs into the config, which turns the
+    # Backbone dataclass into a config node and builds `backbone` from the node's own `_target_`.
+    with open_dict(node):
+        for key in overrides:
+            del node[key]
+    return instantiate(node, _convert_="all", _partial_=True)(**overrides)
 
 
 def _editor(name: str, bb: Backbone):
