@@ -443,6 +443,15 @@ def coverage_markdown(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pairing(runs: list[Run]) -> str:
+    """Whether the CIs are paired: the same draws of the same samples need the same n_boot and seed."""
+    settings = {tuple(sorted(r.aggregate.items())) for r in runs}
+    if len(settings) == 1:
+        return "Every run draws the same bootstrap samples (same order, n_boot and seed): the CIs are paired."
+    listed = "; ".join(f"{r.label}: {r.aggregate or 'summarize defaults'}" for r in runs)
+    return f"The runs' bootstrap settings differ ({listed}): their CIs are not paired."
+
+
 def comparison_markdown(comparison: Comparison) -> str:
     """comparison.md: common subset, full coverage, per category, coverage notes — in that order."""
     common = comparison.common.iloc[0]
@@ -453,7 +462,7 @@ def comparison_markdown(comparison: Comparison) -> str:
         f"## Common subset: {common['n_samples']} samples ({common['n_pairs']} pairs) ok in every run\n",
         f"Runs:\n{runs}\n",
         "Every metric recomputed from results.csv / pairs.csv on these samples only, with each job's "
-        "aggregation and bootstrap (95% CI, samples resampled in the same order for every run).\n",
+        f"aggregation and bootstrap (95% CI). {_pairing(comparison.runs)}\n",
         common_markdown(comparison),
         f"{TIMING_NOTE} n/a: no value (a metric that run did not measure, or undefined on its samples).\n",
         *([f"Runs with weights other than `real` are {NOT_COMPARABLE}.\n"] if offline else []),

@@ -44,6 +44,7 @@ def fake_job(
     edit_seconds: dict[str, float] | None = None,
     md_scale: str = "px@512w",
     weights: str = "random",
+    boot_seed: int = 7,
 ) -> dict:
     """A job dir as experiments.run writes it: results.csv, pairs.csv and metrics.json (eval.aggregate)."""
     rows, pairs = [], []
@@ -76,7 +77,7 @@ def fake_job(
     results.loc[results["status"] != "ok", [m.sample_column for m in CORE if m.sample_column]] = math.nan
     pair_columns = ["sample_id", "category", "pair", *(m.pair_column for m in CORE if m.per == "pair")]
     pair_frame = pd.DataFrame(pairs, columns=pair_columns)
-    aggregate = {"n_boot": 200, "seed": 7}
+    aggregate = {"n_boot": 200, "seed": boot_seed}
     metrics = summarize(results, pair_frame, **aggregate)
     metrics.update(
         weights=weights,
@@ -117,6 +118,7 @@ def test_common_subset_recomputes_every_metric_on_the_samples_all_runs_finished(
     assert gan["mean_distance_ci_low"] == pytest.approx(2 * dd["mean_distance_ci_low"])
     assert gan["mean_distance_ci_high"] == pytest.approx(2 * dd["mean_distance_ci_high"])
     assert "gt_distance" not in result.common  # optional, no run has it
+    assert "the CIs are paired" in compare.comparison_markdown(result)
     # full coverage: each run's own metrics.json, on its own samples
     full = result.full.set_index("label")
     assert full.loc["DragDiffusion", "mean_distance"] == pytest.approx((210 + 100) / 7)
@@ -241,6 +243,10 @@ def test_mixed_md_scales_are_refused_and_normalised_ones_compare(tmp_path):
     for name in ("n0", "n1"):
         fake_job(tmp_path / name, "DragDiffusion", {"animals/b0": "ok"}, DD_VALUES, md_scale="pct_of_max_side")
     result = compare.compare([tmp_path / "n0", tmp_path / "n1"])
+    assert "CIs are paired" in compare.comparison_markdown(result)
+    fake_job(tmp_path / "s1", "DragGAN", {"animals/b0": "ok"}, DD_VALUES, md_scale="pct_of_max_side", boot_seed=1)
+    other_seed = compare.comparison_markdown(compare.compare([tmp_path / "n0", tmp_path / "s1"]))
+    assert "DragGAN: {'n_boot': 200, 'seed': 1}): their CIs are not paired" in other_seed
     assert list(result.common["md_scale"]) == ["pct_of_max_side"] * 2
     # two runs of one method are told apart by their dir
     assert list(result.common["label"]) == [f"DragDiffusion ({tmp_path / n})" for n in ("n0", "n1")]
