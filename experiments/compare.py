@@ -30,7 +30,6 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -341,9 +340,13 @@ def _fmt(value: float, digits: int) -> str:
     return "n/a" if missing else f"{value:.{digits}f}"
 
 
-def _with_ci(row: SimpleNamespace | dict, metric: Metric) -> str:
-    get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
-    value, low, high = (get(f"{metric.name}{s}") for s in CI_SUFFIXES)
+def _text(value: object) -> str:
+    """A label cell; n/a for a missing one (None, or NaN from a DataFrame)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _with_ci(row: dict, metric: Metric) -> str:
+    value, low, high = (row.get(f"{metric.name}{s}") for s in CI_SUFFIXES)
     if value is None or math.isnan(value):
         return "n/a"
     return f"{_fmt(value, metric.digits)} [{_fmt(low, metric.digits)}, {_fmt(high, metric.digits)}]"
@@ -363,7 +366,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         lines.append(
             f"| {r['label']} | {cells} | {_fmt(r['seconds_per_image'], 2)} | {_fmt(r['seconds_per_pair'], 2)} | "
             f"{_fmt(r['peak_mem_mb'], 0)} | {r['n_ok']}/{r['n_total']} ({_fmt(100 * r['coverage'], 0)}%) | "
-            f"{r['n_failed']} | {r['n_unsupported']} | {r['md_scale']} | {r['weights']} | {r['run']} |"
+            f"{r['n_failed']} | {r['n_unsupported']} | {_text(r['md_scale'])} | {_text(r['weights'])} | "
+            f"{r['run']} |"
         )
     if (table["weights"] != "real").any():
         lines.append(f"\nRows with weights other than `real` are {NOT_COMPARABLE}.")
@@ -393,8 +397,8 @@ def common_markdown(comparison: Comparison) -> str:
         cells = " | ".join(_with_ci(r, m) for m in metrics)
         lines.append(
             f"| {r['label']} | {cells} | {_fmt(r['seconds_per_image'], 2)} | {_fmt(r['seconds_per_pair'], 2)} | "
-            f"{_stages(r)} | {_fmt(r['peak_mem_mb'], 0)} | {r['md_scale']} | {r['device'] or 'n/a'} | "
-            f"{r['weights']} |"
+            f"{_stages(r)} | {_fmt(r['peak_mem_mb'], 0)} | {_text(r['md_scale'])} | {_text(r['device'])} | "
+            f"{_text(r['weights'])} |"
         )
     return "\n".join(lines) + "\n"
 
