@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from dragbench.bench_io import find_sample_dirs, load_sample
-from dragbench.drag100 import find_drag100_dirs, is_drag100_sample, load_drag100_sample
+from dragbench.drag100 import find_drag100_dirs, is_drag100_root, load_drag100_sample
 from dragbench.sample import DragSample, InvalidSampleError
 from dragbench.synth import write_synthetic_bench
 from dragbench.visualize import draw_drag
@@ -38,9 +38,7 @@ def bench_format(root: Path, fmt: str = "auto") -> str:
     some folder directly under root holds a points.json, else "dragbench"; an explicit `fmt` is returned."""
     if fmt != "auto":
         return fmt
-    if root.is_dir() and (is_drag100_sample(root) or any(is_drag100_sample(d) for d in root.iterdir())):
-        return "drag100"
-    return "dragbench"
+    return "drag100" if is_drag100_root(root) else "dragbench"
 
 
 def _load_all(root: Path, fmt: str = "auto") -> tuple[list[DragSample], list[tuple[str, str]]]:

@@ -58,6 +58,13 @@ def is_drag100_sample(path: str | Path) -> bool:
     return (Path(path) / POINTS_FILE).is_file()
 
 
+def is_drag100_root(root: str | Path) -> bool:
+    """True when some folder directly under `root` (or root itself) holds a points.json: the Drag100 layout,
+    which DragBench (`<root>/<category>/<name>/meta_data.pkl`) never matches."""
+    root = Path(root)
+    return root.is_dir() and (is_drag100_sample(root) or any(is_drag100_sample(d) for d in root.iterdir()))
+
+
 def load_drag100_sample(sample_dir: str | Path) -> DragSample:
     """Load and validate one Drag100 sample folder `<root>/<name>/`.
 

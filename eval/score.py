@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dragbench import load_bench
+from dragbench import load_bench, load_drag100
 from dragbench.backbone import MissingWeightsError
+from dragbench.drag100 import is_drag100_root
 from eval.aggregate import summarize
 from eval.evaluator import Evaluator, official_evaluator, tiny_evaluator, toy_evaluator
 from eval.mean_distance import MD_VARIANTS
@@ -45,7 +46,8 @@ def score_folder(
 
     Args:
         edits_dir: folder with `<category>/<name>/dragged_image.png`.
-        bench_root: DragBench root (`<category>/<name>/{original_image.png, meta_data.pkl}`).
+        bench_root: DragBench root (`<category>/<name>/{original_image.png, meta_data.pkl}`) or a Drag100 root
+            (`<name>/{original.jpg, mask.png, points.json}`; edits then at `drag100/<name>/` under edits_dir).
         evaluator: the metrics (e.g. `official_evaluator()`, or one with an injected featurizer).
 
     Returns:
@@ -57,7 +59,8 @@ def score_folder(
     edits_dir = Path(edits_dir)
     labels = evaluator.describe()
     sample_rows, pair_rows, missing = [], [], []
-    for sample in load_bench(bench_root):
+    samples = load_drag100(bench_root) if is_drag100_root(bench_root) else load_bench(bench_root)
+    for sample in samples:
         row = dict(evaluator.sample_row(sample), resized_from="",  # the columns a job's rows start with
                    **{m.sample_column: np.nan for m in evaluator.metrics if m.sample_column is not None})
         path = edits_dir / sample.sample_id / EDIT_FILE

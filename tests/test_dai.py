@@ -21,6 +21,7 @@ from eval.dai import DAI_GAMMAS, border_pairs, dai, official_script_mean
 from eval.evaluator import Evaluator
 from eval.metrics import DAI_METRICS, METRICS, active_metrics
 from eval.patch_featurizer import PatchFeaturizer
+from eval.score import score_folder
 from experiments import CONF_DIR
 from experiments.run import run_from_config
 
@@ -189,3 +190,6 @@ def test_a_drag100_identity_job_reports_dai_with_cis_beside_md_and_if(tmp_path: 
     assert {"dai_1", "dai_10", "dai_20", "dai_20_border"} <= set(pairs_csv.columns)
     results = pd.read_csv(tmp_path / "job" / "results.csv")
     assert {"dai_1", "dai_10", "dai_20"} <= set(results.columns)
+    # python -m eval.score reads the same Drag100 root and the job's edits/drag100/<name>/: DAI is pixels only
+    _, _, scored = score_folder(tmp_path / "job" / "edits", root, Evaluator(PatchFeaturizer(2), PixelFidelity()))
+    assert scored["n_ok"] == 3 and scored["dai_20"] == pytest.approx(on_disk["dai_20"], rel=1e-12)

@@ -74,6 +74,10 @@ def test_first_channel_of_an_rgb_mask_decides(tmp_path: Path) -> None:
     mask[40:, 40:, 1:] = 255  # other channels are ignored, as in GoodDrag's bench_gooddrag.py
     sample = load_drag100_sample(_write(tmp_path / "rgbmask", [[1, 1], [2, 2]], mask=mask))
     assert sample.mask.sum() == 25 and sample.mask[:5, :5].all() and sample.meta["mask_mode"] == "RGB"
+    folder = _write(tmp_path / "bilevel", [[1, 1], [2, 2]])
+    Image.fromarray(mask[..., 0] > 0).save(folder / "mask.png")  # a 1-bit PNG (mode "1")
+    sample = load_drag100_sample(folder)
+    assert sample.mask.sum() == 25 and sample.meta["mask_mode"] == "1"
 
 
 def test_round_trip_keeps_points_and_mask_exactly_and_the_image_closely(tmp_path: Path) -> None:
