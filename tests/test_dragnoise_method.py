@@ -212,3 +212,30 @@ def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monk
     assert [im.shape[:2] for im in images[0]] == sizes  # the inputs' (H, W) (resize rounds to multiples of 8)
     for a, b in zip(*images, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow  # ~30 s on 2 busy cores: 4 LoRA-trained tiny edits
+def test_lora_and_inversion_go_through_the_cache_and_a_sweep_trains_once(tiny_backbone, sample, tmp_path):
+    """lora_plan_steps: the first point trains to the largest count; the next point and a repeat train nothing
+    and invert nothing, and give the same image as without a cache."""
+    from dragbench.cache import Cache
+    from dragbench.diffusion.lora import LORA_STATS
+
+    knobs = {**FAST, "lora_batch_size": 1, "lora_plan_steps": [1, 2]}
+
+    def edit(lora_steps: int, cache: Cache | None):
+        before = LORA_STATS["optimizer_steps"]
+        result = DragNoise(tiny_backbone, cache=cache, **{**knobs, "lora_steps": lora_steps}).edit(sample)
+        return result, LORA_STATS["optimizer_steps"] - before
+
+    cache = Cache(tmp_path)
+    first, trained1 = edit(1, cache)
+    second, trained2 = edit(2, cache)
+    repeat, trained3 = edit(1, cache)
+    assert (trained1, trained2, trained3) == (2, 0, 0)
+    # per snapshot: the first point misses steps 1 and 2, the others hit both
+    assert cache.stats == {"lora/miss": 2, "lora/hit": 4, "inversion/miss": 2, "inversion/hit": 1}
+    np.testing.assert_array_equal(repeat.image, first.image)
+    uncached, trained = edit(2, None)
+    assert trained == 2
+    np.testing.assert_array_equal(uncached.image, second.image)

@@ -10,6 +10,7 @@
 - `lora`, `lora_adapter`, `lora_augment`: per-image LoRA (train with snapshots and cache, apply, remove).
 - `drag_loop`: latent optimisation with pluggable point tracker (`point_tracking`) and motion-supervision
   loss (`motion_supervision`), plus the mask term (`mask_term`); `precision`: per-stage casting.
+- `bottleneck`: capture / replace the UNet mid-block output (DragNoise optimises and injects it).
 
 Import the modules themselves (this package imports none, so `dragbench.backbone` can use `conditioning`).
 """

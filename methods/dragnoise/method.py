@@ -92,6 +92,8 @@ class DragNoise:
         lora_rank: LoRA rank (alpha = rank).
         lora_lr: LoRA AdamW learning rate.
         lora_batch_size: LoRA batch size.
+        lora_plan_steps: the other LoRA step counts of the sweep this job belongs to (cost only): with a cache
+            the first job of a sample trains once to the largest count and stores every snapshot.
         seed: torch seed set before every sample.
         cache: optional content-addressed cache for LoRA snapshots and inverted latents.
         precision: numeric precision per stage (`dragbench.diffusion.precision`): "official_fp16" = the
@@ -116,6 +118,7 @@ class DragNoise:
         lora_rank: int = 16,
         lora_lr: float = 2e-4,
         lora_batch_size: int = 4,
+        lora_plan_steps: list[int] | None = None,
         seed: int = 42,
         cache: Any | None = None,
         precision: str = "auto",
@@ -153,6 +156,7 @@ class DragNoise:
         self.lora_rank = lora_rank
         self.lora_lr = lora_lr
         self.lora_batch_size = lora_batch_size
+        self.lora_plan_steps = sorted({int(s) for s in lora_plan_steps or [] if s > 0})
         self.seed = seed
         self.cache = cache
         if cache is not None:
@@ -343,7 +347,7 @@ class DragNoise:
             self.backbone,
             sample.image,
             sample.prompt,
-            steps=[self.lora_steps],
+            steps=sorted({self.lora_steps, *(self.lora_plan_steps if self.cache is not None else [])}),
             rank=self.lora_rank,
             alpha=self.lora_rank,
             lr=self.lora_lr,
