@@ -1,9 +1,10 @@
 """Dragging Accuracy Index (DAI), GoodDrag §5 (protocol §11): how well the content at each handle reached its
-target, as the mean squared RGB error between the (2γ+1)² patch around the handle in the original and the one
-around the target in the edit (images in [0, 1]; lower is better).
+target: the squared RGB distance (summed over channels), averaged over the (2γ+1)² pixels of the patch around
+the handle in the original vs the one around the target in the edit (images in [0, 1]; lower is better).
 
-Per pair (GoodDrag's formula): DAI_γ = ‖Ω(edit, t, γ) − Ω(original, h, γ)‖² / (2γ+1)², the squared L2 norm taken
-over the patch's pixels and RGB channels. Where this differs from GoodDrag's `evaluation/compute_DAI.py`:
+Per pair (GoodDrag's formula, as protocol §11 reads it): DAI_γ = ‖Ω(edit, t, γ) − Ω(original, h, γ)‖² / (2γ+1)²,
+the squared L2 norm taken over the patch's pixels and RGB channels. Where this differs from GoodDrag's
+`evaluation/compute_DAI.py`:
 
 - Borders: a patch reaching past the image is completed by edge padding (each missing pixel repeats the
   nearest border pixel, numpy `mode="edge"`); the official slicing breaks there (an empty or short patch, or a
