@@ -187,6 +187,19 @@ def test_edit_returns_the_input_size_no_handles_and_the_required_info(tiny_backb
     np.testing.assert_array_equal(method.edit(_sample()).image, result.image)  # deterministic
 
 
+def test_unet_knob_loads_another_unet_folder_and_records_it(tiny_backbone, tmp_path):
+    from dragbench.backbone import build_tiny
+
+    build_tiny(seed=1).unet.save_pretrained(tmp_path / "lcm" / "unet")  # a pipeline folder with unet/
+    method = FastDrag(tiny_backbone, unet=str(tmp_path / "lcm"))
+    assert method.unet_source == str(tmp_path / "lcm") and method.backbone.unet is not tiny_backbone.unet
+    assert method.backbone.vae is tiny_backbone.vae  # only the UNet is swapped
+    result = method.edit(_sample())
+    assert result.info["unet"] == str(tmp_path / "lcm")
+    own = FastDrag(tiny_backbone, unet=None).edit(_sample())
+    assert own.info["unet"] == "own" and not np.array_equal(result.image, own.image)
+
+
 def test_bad_settings_say_which_knob():
     from dragbench.backbone import build_tiny
 
