@@ -37,6 +37,8 @@ FAST_KNOBS = {
     "inversion_steps": 2,
     "pti_steps": 2,
     "w_avg_samples": 64,
+    "drag_end_step": 2,  # GoodDrag: AlDD drag timesteps
+    "track_per_step": 2,  # GoodDrag: tracking rounds per drag timestep
 }
 
 
