@@ -270,6 +270,7 @@ OPTIONS = [(group, path.stem) for group in CONTEXT for path in sorted((CONF_DIR 
 REAL = {
     "method=dragdiffusion",
     "method=draggan",
+    "method=dragnoise",
     "method=fastdrag",
     "method=gooddrag",
     "model=sd15",
