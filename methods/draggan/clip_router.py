@@ -156,6 +156,7 @@ class ClipRouter:
 
     def __call__(self, image: np.ndarray) -> RouteChoice:
         """Route one uint8 (H, W, 3) image."""
+        image = np.array(image, copy=True)  # the processor wraps it in a tensor: a read-only array warns
         pixels = self.image_processor(images=[image], return_tensors="pt").pixel_values.to(self.device)
         with torch.no_grad():
             image_embed = _features(self.model.get_image_features(pixel_values=pixels))[0]  # (D,)
