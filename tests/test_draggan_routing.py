@@ -1,4 +1,4 @@
-"""DragGAN's ensemble (protocol §5 "Routing"): CLIP routing with known answers, the tiny random CLIP's routing
+"""DragGAN's ensemble (protocol §12): CLIP routing with known answers, the tiny random CLIP's routing
 is deterministic and recorded, every ensemble entry is in the preflight, IF unpasted has a known answer, and
 `method=draggan_tiny` runs real DragBench samples of every category with status ok (issue 16)."""
 

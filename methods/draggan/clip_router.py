@@ -1,4 +1,4 @@
-"""CLIP routing of the DragGAN ensemble (protocol §5, "Routing"): each image goes to the generator whose text
+"""CLIP routing of the DragGAN ensemble (protocol §12): each image goes to the generator whose text
 description has the highest CLIP image-text cosine similarity, as the DragDiffusion paper ran DragGAN.
 
 `clip_checkpoint` is a transformers CLIP checkpoint (hub id or folder; default `openai/clip-vit-large-patch14`,

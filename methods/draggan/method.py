@@ -1,4 +1,4 @@
-"""The DragGAN baseline on DragBench (protocol §5): route to a StyleGAN2 of the ensemble (CLIP or category),
+"""The DragGAN baseline on DragBench (protocol §5): route to a StyleGAN2 of the ensemble (CLIP or category, §12),
 map the sample into its square domain, GAN-invert, run the DragGAN loop (W+ motion supervision +
 nearest-neighbour tracking), composite back.
 """

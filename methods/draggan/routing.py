@@ -1,4 +1,4 @@
-"""Which StyleGAN2 of the ensemble edits a sample (protocol §5, "Routing").
+"""Which StyleGAN2 of the ensemble edits a sample (protocol §12).
 
 The DragDiffusion paper ran DragGAN as an ensemble: each StyleGAN2 has a text description and each DragBench
 image goes to the model whose description has the highest CLIP image-text similarity (`routing: clip`,
