@@ -157,8 +157,7 @@ def test_the_evaluator_resizes_the_edit_then_scores_dai_per_pair():
 
 
 def test_a_drag100_identity_job_reports_dai_with_cis_beside_md_and_if(tmp_path: Path):
-    """`python -m experiments.run dataset=drag100 dataset.root=... method=identity preset=offline '~dataset.n'
-    logger=none`,
+    """`python -m experiments.run dataset=drag100 dataset.root=... method=identity preset=offline logger=none`,
     composed and run in process: identity leaves the image, so each pair's DAI is the original's own
     handle-vs-target patch difference."""
     root = tmp_path / "drag100"
@@ -167,7 +166,6 @@ def test_a_drag100_identity_job_reports_dai_with_cis_beside_md_and_if(tmp_path: 
         save_drag100_sample(sample, root / sample.name)
     GlobalHydra.instance().clear()
     overrides = ["preset=offline", "logger=none", "method=identity", "dataset=drag100", f"dataset.root={root}"]
-    overrides.append("~dataset.n")  # preset=offline sets the toy world's dataset.n, which Drag100 does not take
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     GlobalHydra.instance().clear()

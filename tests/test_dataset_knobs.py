@@ -40,7 +40,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_dataset_is_covered():
-    assert DATASETS == ["drag100", "dragbench", "synthetic", "toy"]
+    assert DATASETS == ["drag100", "dragbench", "synthetic", "toy", "toy_quick"]
 
 
 @pytest.mark.parametrize("name", DATASETS)
