@@ -222,7 +222,7 @@ def test_weight_requirements_name_the_lcm_unet_only_for_a_hub_backbone(tmp_path)
     ("resize", "sizes"),
     [
         pytest.param(128, [(128, 128), (88, 128)], id="resized-128"),
-        pytest.param(None, [(512, 512), (341, 512)], id="full-size", marks=pytest.mark.slow),  # ~15 s a sample
+        pytest.param(None, [(512, 512), (341, 512)], id="full-size", marks=pytest.mark.slow),  # ~100 s in all
     ],
 )
 def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monkeypatch, resize, sizes):

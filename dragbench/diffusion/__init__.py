@@ -5,7 +5,8 @@
   is one).
 - `ddim`: image encoding/decoding, DDIM inversion (cached) and denoising from an intermediate timestep.
 - `features`: UNet decoder-block features by forward hooks (DragDiffusion's supervision, DIFT).
-- `attention`: self-attention control (key/value edits from a layer and step on; mutual self-attention),
+- `attention`: self-attention control (key/value edits from a layer and step on; mutual self-attention;
+  keys/values stored during inversion and injected per timestep, FastDrag's `StoredKeyValues`),
   layers counted in the UNet's own module tree.
 - `lora`, `lora_adapter`, `lora_augment`: per-image LoRA (train with snapshots and cache, apply, remove).
 - `drag_loop`: latent optimisation with pluggable point tracker (`point_tracking`) and motion-supervision
