@@ -21,7 +21,7 @@ from eval.aggregate import summarize
 from eval.evaluator import Evaluator
 from eval.metrics import IMAGE_FIDELITY, IMAGE_FIDELITY_UNPASTED, ScoringInputs
 from methods.draggan import DragGAN
-from methods.draggan.clip_router import ClipRouter, build_tiny_clip, pick_domain
+from methods.draggan.clip_router import ClipRouter, build_tiny_clip, clip_requirements, pick_domain
 from methods.draggan.routing import parse_domains
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +134,21 @@ def test_tiny_clip_routing_is_deterministic_and_recorded() -> None:
     method = DragGAN(**_kwargs("draggan_tiny", **fast))
     g1, g2 = method.generator("ffhq")[0], method.generator("lhq")[0]
     assert not torch.equal(g1.mapping.fc0.weight, g2.mapping.fc0.weight)
+
+
+def test_a_saved_clip_checkpoint_loads_through_the_real_path_and_routes_the_same(tmp_path: Path) -> None:
+    """The default's code path (transformers `from_pretrained` of a folder or hub id), offline: the tiny CLIP
+    saved as a checkpoint folder is declared present by the preflight and routes exactly as in memory."""
+    model, tokenizer, processor = build_tiny_clip()
+    for part in (model, tokenizer, processor):
+        part.save_pretrained(tmp_path)
+    assert all(r.present for r in clip_requirements(str(tmp_path)))
+    assert not any(r.present for r in clip_requirements(str(tmp_path / "missing")))
+    descriptions = {"faces": "a photo of a face", "land": "a landscape", "cars": "a car"}
+    in_memory = ClipRouter(model, tokenizer, processor, descriptions, torch.device("cpu"))
+    loaded = ClipRouter.from_checkpoint(str(tmp_path), descriptions, torch.device("cpu"))
+    image = _sample().image
+    assert loaded(image) == in_memory(image)
 
 
 def test_category_routing_still_marks_unrouted_categories_unsupported() -> None:

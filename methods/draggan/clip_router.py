@@ -27,12 +27,13 @@ RANDOM_CLIP = "random"  # clip_checkpoint value: the tiny random CLIP below (wei
 TINY_CLIP_SEED = 4
 TINY_CLIP_IMAGE_SIZE = 32
 # What CLIPModel / CLIPTokenizer / CLIPImageProcessor `from_pretrained` read at a checkpoint's root
-# (any one name of a group will do).
+# (any one name of a group will do: the slow tokenizer's vocab + merges, or a fast tokenizer.json, which is all
+# transformers 5 saves).
 CLIP_FILES: dict[str, tuple[str, ...]] = {
     "config.json": ("config.json",),
     "model.safetensors": ("model.safetensors", "pytorch_model.bin"),
-    "vocab.json": ("vocab.json",),
-    "merges.txt": ("merges.txt",),
+    "vocab.json": ("vocab.json", "tokenizer.json"),
+    "merges.txt": ("merges.txt", "tokenizer.json"),
     "preprocessor_config.json": ("preprocessor_config.json",),
 }
 
