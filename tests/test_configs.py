@@ -39,6 +39,7 @@ FAST_KNOBS = {
     "w_avg_samples": 64,
     "drag_end_step": 2,  # GoodDrag: AlDD drag timesteps
     "track_per_step": 2,  # GoodDrag: tracking rounds per drag timestep
+    "steps": 20,  # SDE-Drag: SDE grid (t0 = 0.6 -> 12 UNet calls per chunk)
 }
 
 

@@ -273,6 +273,7 @@ REAL = {
     "method=dragnoise",
     "method=fastdrag",
     "method=gooddrag",
+    "method=sdedrag",
     "model=sd15",
     "eval=official",
 }

@@ -119,9 +119,9 @@ class SDEDrag:
             raise ValueError(f"int(t0 * steps) must be in 2..steps-1, got t0={t0}, steps={steps}; set method.t0")
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must be in [0, 1] (share of the source signal kept), got {beta}")
-        if guidance_scale <= 1 or step_size <= 0 or r < 1 or lora_steps < 0:
+        if guidance_scale < 1 or step_size <= 0 or r < 1 or lora_steps < 0:
             raise ValueError(
-                f"need guidance_scale > 1, step_size > 0, r >= 1, lora_steps >= 0; got {guidance_scale}, "
+                f"need guidance_scale >= 1, step_size > 0, r >= 1, lora_steps >= 0; got {guidance_scale}, "
                 f"{step_size}, {r}, {lora_steps}"
             )
         self.backbone = backbone
