@@ -195,6 +195,10 @@ def test_every_ensemble_entry_is_in_the_preflight(make_cfg, monkeypatch, tmp_pat
 def test_a_wrong_domain_resolution_or_entry_fails_with_the_fix(monkeypatch) -> None:
     with pytest.raises(ValueError, match="domains.ffhq needs exactly"):
         parse_domains({"ffhq": {"checkpoint": "random", "resolution": 128}})
+    lhq_only = {"lhq": _kwargs("draggan_tiny")["domains"]["lhq"]}  # category_routes still names ffhq ...
+    assert list(DragGAN(**_kwargs("draggan_tiny", domains=lhq_only)).domains) == ["lhq"]  # ... unused by CLIP
+    with pytest.raises(ValueError, match="category_routes.\\*='ffhq' is not a key of method.domains"):
+        DragGAN(**_kwargs("draggan_tiny", domains=lhq_only, routing="category"))
     from methods.draggan import method as module
 
     real = module.build_tiny_generator
