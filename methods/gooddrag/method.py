@@ -297,7 +297,9 @@ class GoodDrag:
                 return feats, scheduler.step(eps, t, latent).prev_sample
 
             for i, t in track(list(enumerate(timesteps)), "AlDD denoising step", unit="step"):
-                if i < self.drag_end_step and state.active:
+                # as the official loop: a counter that reached max_no_change in the last round of the previous
+                # timestep ends the drag phase here, without re-tracking
+                if i < self.drag_end_step and state.active and state.no_change < self.params.max_no_change:
                     # the original trajectory at t: F0(t) and x_{t-1} (computed lazily: one map in memory)
                     feats_ref, ref_single = forward(ref_single, t)
                     reference_prev.append(ref_single)
