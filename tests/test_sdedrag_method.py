@@ -4,6 +4,7 @@ edit moves content toward the target, and real DragBench samples run through `ex
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 
 import numpy as np
@@ -144,6 +145,17 @@ def test_edit_returns_the_input_size_and_is_deterministic_given_the_seed(tiny_ba
     assert first.info["iterations"] == first.info["chunks"] >= 1 and first.handles is None
 
 
+def test_an_empty_mask_leaves_the_whole_latent_editable_and_a_mask_limits_the_edit(tiny_backbone, tiny_samples):
+    sample = tiny_samples[0]
+    method = SDEDrag(tiny_backbone, steps=20, lora_steps=0)
+    masked = method.run(sample)
+    assert 0 < int(masked.mask.sum()) < masked.mask.numel()
+    outside = ~masked.mask
+    assert torch.equal(masked.chunks[-1]["x_out"][:, :, outside], masked.latent0[:, :, outside])
+    unmasked = dataclasses.replace(sample, mask=np.zeros_like(sample.mask))  # the fixture is shared
+    assert bool(method.run(unmasked).mask.all())
+
+
 def test_bad_settings_say_which_knob(tiny_backbone):
     with pytest.raises(ValueError, match="method.t0"):
         SDEDrag(tiny_backbone, t0=1.0)
@@ -156,14 +168,14 @@ def test_bad_settings_say_which_knob(tiny_backbone):
     "resize",
     [
         pytest.param(128, id="resized-128"),
-        # full size (512x512, 512x341): ~6 s per UNet call (batch 4, 64x64 latent tokens) on 2 busy cores,
-        # ~6 min per sample and run even with these knobs
+        # full size (512x341, not a multiple of 8): 1.8-6 s per UNet call (batch 4, 64x43 latent tokens) on 2
+        # busy cores, 2-6 min per run even with these knobs
         pytest.param(None, id="full-size", marks=pytest.mark.slow),
     ],
 )
 def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monkeypatch, resize):
-    """`experiments.run method=sdedrag model=sd15 model.pretrained=<tiny> dataset=dragbench` on 2 real samples
-    (512x512 and 512x341, resized to width 128 or at full size; LoRA 2 steps and a 20-step SDE grid for time):
+    """`experiments.run method=sdedrag model=sd15 model.pretrained=<tiny> dataset=dragbench` on a real sample
+    (the 512x341 one, resized to width 128 or at full size; LoRA 2 steps and a 20-step SDE grid for time):
     ok, the input's size, identical across two runs that share no cache."""
     from hydra.core.global_hydra import GlobalHydra
 
@@ -189,8 +201,7 @@ def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monk
             "eval=tiny",
             "dataset=dragbench",
             f"dataset.root={REAL_SAMPLES}",
-            "dataset.categories=[building_city_view,building_countryside_view]",
-            "dataset.limit=2",
+            "dataset.categories=[building_countryside_view]",
             f"dataset.resize={'null' if resize is None else resize}",
             "aggregate.n_boot=50",
             f"hydra.run.dir={out}",
@@ -199,11 +210,11 @@ def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monk
         GlobalHydra.instance().clear()
         main()
         rows = list(csv.DictReader((out / "results.csv").open()))
-        assert [r["status"] for r in rows] == ["ok", "ok"], [r.get("error") for r in rows]
+        assert [r["status"] for r in rows] == ["ok"], [r.get("error") for r in rows]
         pngs = sorted(out.glob("edits/*/*/dragged_image.png"))
         images.append([np.asarray(Image.open(p)) for p in pngs])
         for row, image in zip(rows, images[-1], strict=True):  # edits sort like the rows (category order)
             assert image.shape[:2] == (int(row["eval_height"]), int(row["eval_width"]))  # the input's size
-    assert len(images[0]) == 2
+    assert len(images[0]) == 1 and images[0][0].shape[1] != images[0][0].shape[0]  # a non-square sample
     for a, b in zip(*images, strict=True):
         np.testing.assert_array_equal(a, b)

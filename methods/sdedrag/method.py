@@ -175,6 +175,8 @@ class SDEDrag:
                 cond = self.conditioning(sample.prompt)
             h, w = latent0.shape[-2:]
             mask = latent_mask(sample.mask, (h, w)).to(bb.device)
+            if not np.asarray(sample.mask).any():  # DragSample: an empty mask sets no region -> edit anywhere
+                mask = torch.ones_like(mask)
             source = pixel_to_latent_xy(sample.handles, bb.vae_scale_factor, (h, w))
             target = pixel_to_latent_xy(sample.targets, bb.vae_scale_factor, (h, w))
             # 3. per chunk: forward SDE to t0, copy-and-paste, Cycle-SDE backward blended outside the mask
