@@ -26,12 +26,12 @@ from dragbench.diffusion.components import AUTO, component_requirements, with_co
 from dragbench.diffusion.ddim import decode_latents, denoising_timesteps, invert_image
 from dragbench.diffusion.features import UNetFeatureHooks
 from dragbench.diffusion.mask_term import mask_to_latent
+from dragbench.diffusion.supervision_grid import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
 from dragbench.progress import track
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
 from dragbench.weights import WeightFile
 from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
-from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
 from methods.gooddrag.aldd import AlddParams, DragState, TimestepDrag, drag_at_timestep
 
 log = logging.getLogger(__name__)
