@@ -20,7 +20,7 @@ from dragbench.diffusion.point_tracking import (
     clipped_window,
     track_points,
 )
-from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
+from dragbench.diffusion.supervision_grid import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
 
 
 # ---------------------------------------------------------------- geometry

@@ -295,3 +295,12 @@ def classic_attention(unet: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         unet.set_attn_processor(saved)
+
+
+def attention_for(unet: torch.nn.Module, lora_active: bool) -> contextlib.AbstractContextManager:
+    """The attention processors the official DragDiffusion-family code runs inversion and the drag with.
+
+    Without LoRA it calls `set_default_attn_processor()` (classic attention); with LoRA it keeps the loaded
+    processors (SDPA). The two differ by ~1e-6 on the UNet output, so the choice is part of a result.
+    """
+    return contextlib.nullcontext() if lora_active else classic_attention(unet)

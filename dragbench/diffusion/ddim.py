@@ -1,25 +1,34 @@
 """Deterministic DDIM inversion and DDIM denoising from an intermediate timestep (protocol §2 "inversion").
 
 Shared by methods that edit a real image in latent space: `encode_image` (VAE posterior mean x scale),
-`invert_image` (encode + invert, through the cache when given), `ddim_invert`, `ddim_denoise`,
-`decode_latents`. Inversion walks the ascending DDIM timesteps
-with diffusers' `DDIMInverseScheduler` (the UNet is evaluated at t, "current" alpha = that of t - step,
-"next" alpha = that of t), which reproduces the official DragDiffusion inversion; denoising uses
+`invert_image` (encode + invert, through the cache when given), `cached_inversion` / `inversion_key` (the
+DragDiffusion-family inversion: attention processors and cache key from the LoRA), `ddim_invert`,
+`ddim_denoise`, `decode_latents`, `to_uint8` (decoded image back to the input size, uint8). Inversion
+walks the ascending DDIM timesteps with diffusers' `DDIMInverseScheduler` (the UNet is evaluated at t,
+"current" alpha = that of t - step, "next" alpha = that of t), which reproduces the official DragDiffusion
+inversion; denoising uses
 `DDIMScheduler.step` (eta 0). No classifier-free guidance (guidance 1.0, as protocol §2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
+from dragbench.diffusion.attention import attention_for
 from dragbench.diffusion.conditioning import ConditionedBackbone, Conditioning
+from dragbench.diffusion.lora_adapter import LoraStateDict, lora_digest
+
+if TYPE_CHECKING:
+    from dragbench.diffusion.precision import StagePrecision
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +138,64 @@ def decode_latents(backbone: ConditionedBackbone, latents: torch.Tensor) -> torc
     """(B, 4, h, w) scaled latents -> (B, 3, 8h, 8w) images in [0, 1] (clamped)."""
     images = backbone.vae.decode(latents * (1 / backbone.latent_scale)).sample  # in [-1, 1]
     return (images / 2 + 0.5).clamp(0, 1)
+
+
+def to_uint8(
+    image_float: torch.Tensor, image_hw: tuple[int, int], rounding: Literal["truncate", "round"] = "truncate"
+) -> np.ndarray:
+    """A decoded image back to the input: (1, 3, h, w) in [0, 1] -> (H, W, 3) uint8.
+
+    Bilinearly resized when (h, w) differs from `image_hw` (a same-size bilinear resize is the identity,
+    exactly), then x255 and `rounding`: "truncate" as the official DragDiffusion-family scripts
+    (`astype(uint8)`), "round" = +0.5 then truncation, as torchvision's `save_image` (SDE-Drag).
+    """
+    if rounding not in ("truncate", "round"):
+        raise ValueError(f"rounding={rounding!r}: choose 'truncate' or 'round'")
+    image = image_float.float()
+    if tuple(image.shape[-2:]) != tuple(image_hw):
+        image = F.interpolate(image, image_hw, mode="bilinear")  # (1, 3, H, W)
+    if rounding == "round":
+        scaled = image[0].mul(255).add(0.5).clamp(0, 255)  # (3, H, W)
+        return scaled.permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+    return (image[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+
+
+def inversion_key(
+    prompt: str, lora_state: LoraStateDict | None, precision: StagePrecision | None = None
+) -> dict[str, Any]:
+    """What `invert_image`'s cache key records beyond the image and model, for a DragDiffusion-family inversion:
+    the prompt, the LoRA applied (digest), the attention processors `attention_for` picks, and the autocast
+    dtype when there is one. Methods that invert alike build the same key, so they share the cached latent."""
+    key: dict[str, Any] = {
+        "prompt": prompt,
+        "lora_sha256": None if lora_state is None else lora_digest(lora_state),
+        "attention": "classic" if lora_state is None else "sdpa",
+    }
+    if precision is not None and precision.autocast is not None:
+        key["autocast"] = str(precision.autocast)
+    return key
+
+
+def cached_inversion(
+    backbone: ConditionedBackbone,
+    image: np.ndarray,
+    prompt: str,
+    n_inference_steps: int,
+    inversion_step: int,
+    lora_state: LoraStateDict | None = None,
+    cache: Any | None = None,
+    precision: StagePrecision | None = None,
+) -> torch.Tensor:
+    """`invert_image` as the DragDiffusion-family code runs it: z_t (1, 4, h, w).
+
+    Runs under `attention_for(unet, lora_state is not None)` and `precision`'s autocast (if any), conditioned
+    on `prompt`, keyed by `inversion_key`. `lora_state` only enters the key: the caller applies the LoRA.
+    """
+    key = inversion_key(prompt, lora_state, precision)
+    autocast = contextlib.nullcontext() if precision is None else precision.autocast_context(backbone.device.type)
+    with attention_for(backbone.unet, lora_state is not None), autocast:
+        cond = backbone.condition(prompt)
+        return invert_image(backbone, image, cond, n_inference_steps, inversion_step, cache=cache, key=key)
 
 
 def invert_image(

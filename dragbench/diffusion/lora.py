@@ -28,6 +28,7 @@ from dragbench.diffusion.lora_adapter import (
     adapter_added,
     load_lora,
     lora_applied,
+    lora_digest,
     lora_state_dict,
     save_lora,
 )
@@ -40,9 +41,11 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LORA_STATS",
     "LoraTrainer",
+    "PerImageLora",
     "denoising_loss",
     "load_lora",
     "lora_applied",
+    "lora_digest",
     "lora_snapshots",
     "lora_state_dict",
     "save_lora",
@@ -410,3 +413,49 @@ def lora_snapshots(
     """Functional form of `LoraTrainer(...).snapshots(...)`; optimiser steps are counted in `LORA_STATS`."""
     trainer = LoraTrainer(rank, alpha, lr, batch_size, seed, train_size, cache, progress, precision)
     return trainer.snapshots(backbone, image, prompt, steps)
+
+
+@dataclass(frozen=True)
+class PerImageLora:
+    """A method's per-image LoRA: its settings, training (or fetching) the one snapshot it uses, applying it.
+
+    Attributes:
+        steps: optimiser steps (0 = no LoRA: `train` returns None and `applied` changes nothing).
+        rank: adapter rank; alpha = rank (scaling 1), as every method here sets it.
+        lr: AdamW learning rate.
+        batch_size: crops per step.
+        seed: the trainer's generator seed.
+        plan_steps: the other step counts of the sweep this job belongs to (cost only, results are
+            bit-identical): with a cache, the first job of a sample trains once to the largest count and
+            stores every snapshot. Ignored without a cache.
+    """
+
+    steps: int
+    rank: int = 16
+    lr: float = 5e-4
+    batch_size: int = 4
+    seed: int = 42
+    plan_steps: tuple[int, ...] = ()
+
+    def train(
+        self,
+        backbone: Backbone,
+        image: np.ndarray,
+        prompt: str,
+        cache: SnapshotCache | None = None,
+        precision: StagePrecision | None = None,
+    ) -> LoraStateDict | None:
+        """The LoRA state after `steps` steps on (image, prompt), trained or from the cache; None if steps = 0."""
+        if self.steps == 0:
+            return None
+        wanted = sorted({self.steps, *(self.plan_steps if cache is not None else ())})
+        trainer = LoraTrainer(
+            self.rank, self.rank, self.lr, self.batch_size, self.seed, cache=cache, precision=precision
+        )
+        return trainer.snapshots(backbone, image, prompt, wanted)[self.steps]
+
+    def applied(self, unet: torch.nn.Module, state: LoraStateDict | None) -> contextlib.AbstractContextManager:
+        """`lora_applied` with this rank (alpha = rank) inside the block; nothing when `state` is None."""
+        if state is None:
+            return contextlib.nullcontext()
+        return lora_applied(unet, state, rank=self.rank, alpha=self.rank)

@@ -7,6 +7,7 @@ them again, so the shared backbone is left bit-identical. Files keep rank and lo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -92,6 +93,16 @@ def lora_state_dict(unet: UNet2DConditionModel) -> LoraStateDict:
     return {
         k: p.detach().to("cpu", torch.float32, copy=True) for k, p in sorted(lora_parameters(unet).items())
     }
+
+
+def lora_digest(state_dict: LoraStateDict) -> str:
+    """sha256 of a LoRA state (its keys, sorted, and their tensors' bytes): what a cache key records of the
+    LoRA applied while an entry was computed (e.g. the inverted latent)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _load_exact(params: dict[str, torch.nn.Parameter], state_dict: LoraStateDict) -> None:

@@ -1,7 +1,8 @@
 """Where DragDiffusion's points live: (x, y) image pixels outside, (row, col) on the supervision grid inside.
 
 protocol §2 "features": the grid is half the image size; official-ref README "Coordinates" gives the rounding
-(float32, halves to even) and the way back to pixels.
+(float32, halves to even) and the way back to pixels. DragNoise and GoodDrag inherit this grid from the
+DragDiffusion code they are built on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,22 @@ SUPERVISION_SCALE = 0.5
 def supervision_grid_size(height: int, width: int) -> tuple[int, int]:
     """(H, W) image pixels -> (h, w) of the supervision grid, `int(0.5 * size)` as the official code does."""
     return int(SUPERVISION_SCALE * height), int(SUPERVISION_SCALE * width)
+
+
+def grid_points(
+    image_hw: tuple[int, int], handles_xy: np.ndarray, targets_xy: np.ndarray, device: torch.device | str
+) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+    """The supervision grid (h, w) of an image and its handles / targets on it, (N, 2) float32 (row, col).
+
+    Args:
+        image_hw: (H, W) of the image the points refer to.
+        handles_xy, targets_xy: (N, 2) (x, y) image pixels.
+        device: where the two point tensors go.
+    """
+    grid_hw = supervision_grid_size(*image_hw)
+    handles_rc = xy_to_grid_rc(handles_xy, image_hw, grid_hw).to(device)
+    targets_rc = xy_to_grid_rc(targets_xy, image_hw, grid_hw).to(device)
+    return grid_hw, handles_rc, targets_rc
 
 
 def xy_to_grid_rc(points_xy: np.ndarray, image_hw: tuple[int, int], grid_hw: tuple[int, int]) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """DragDiffusion on a real image (protocol §2): LoRA -> DDIM inversion -> latent drag -> guided denoising.
 
 A composition of `dragbench.diffusion` pieces (`DragDiffusion.run` numbers the steps); what is
-DragDiffusion's own is the configuration: the supervision grid (`geometry.py`), the defaults, and which
-attention processors each stage runs with (as the official code).
+DragDiffusion's own is the configuration: the defaults and which attention processors each stage runs with
+(as the official code); its supervision grid is the toolkit's `supervision_grid` (DragNoise and GoodDrag use it).
 
 Reproduces the official DragBench path (`run_drag` of Yujun-Shi/DragDiffusion); the official-ref README
 describes each behaviour and `tests/test_official_ref.py` checks the numbers. Numeric precision per stage is
@@ -11,8 +11,6 @@ the `precision` knob (`precision.py`; README.md "Precision": where each mode dif
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,19 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from dragbench.backbone import Backbone
-from dragbench.diffusion.attention import MutualSelfAttention, classic_attention, self_attention_layers
+from dragbench.diffusion.attention import MutualSelfAttention, attention_for, self_attention_layers
 from dragbench.diffusion.conditioning import Conditioning
-from dragbench.diffusion.ddim import ddim_denoise, decode_latents, drag_timestep, invert_image
+from dragbench.diffusion.ddim import cached_inversion, ddim_denoise, decode_latents, drag_timestep, to_uint8
 from dragbench.diffusion.drag_loop import DragLoopResult, MotionLoss, PointTracker, drag_latent
 from dragbench.diffusion.features import UNetFeatureHooks
+from dragbench.diffusion.lora import PerImageLora
 from dragbench.diffusion.mask_term import mask_to_latent
 from dragbench.diffusion.motion_supervision import PatchMotionSupervision
 from dragbench.diffusion.point_tracking import NearestNeighbourTracker
 from dragbench.diffusion.precision import PRECISION_CHOICES, PrecisionPlan, resolve_precision
+from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
 from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
-from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +180,9 @@ class DragDiffusion:
         self.lora_batch_size = lora_batch_size
         self.lora_plan_steps = sorted({int(s) for s in lora_plan_steps or [] if s > 0})
         self.seed = seed
+        self.lora = PerImageLora(
+            lora_steps, lora_rank, lora_lr, lora_batch_size, seed, plan_steps=tuple(self.lora_plan_steps)
+        )
         self.cache = cache
         if cache is not None:
             _ = backbone.fingerprint  # read once now, before any LoRA adapter is applied to the shared UNet
@@ -224,9 +226,11 @@ class DragDiffusion:
         grid_hw, handles_rc, targets_rc = self.grid_points(sample)
         # 1. per-image LoRA: train or fetch snapshots (dragbench.diffusion.lora)
         with times.stage("lora"):
-            lora_state = self._lora(sample)
+            lora_state = self.lora.train(
+                self.backbone, sample.image, sample.prompt, self.cache, self.precision_plan.lora
+            )
         # ... applied to the shared UNet for steps 2-4, removed on exit
-        with self._lora_context(lora_state):
+        with self.lora.applied(self.backbone.unet, lora_state):
             # 2. DDIM inversion to t (dragbench.diffusion.ddim, cached)
             with times.stage("inversion"):
                 inverted = self.invert(sample, lora_state)
@@ -237,7 +241,7 @@ class DragDiffusion:
             with times.stage("denoise"):
                 reference_float, edited_float = self.denoise(sample.prompt, inverted, drag.latent)
         # 5. back to the input size, uint8 by truncation (as official)
-        image = self._to_uint8(edited_float, (sample.height, sample.width))
+        image = to_uint8(edited_float, (sample.height, sample.width))
         log.info(
             "%s: %d drag iterations, reached=%s, %.1fs",
             sample.sample_id,
@@ -266,31 +270,23 @@ class DragDiffusion:
 
     def grid_points(self, sample: DragSample) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
         """Supervision grid (h, w) and the sample's handles / targets on it, (N, 2) float32 (row, col)."""
-        image_hw = (sample.height, sample.width)
-        grid_hw = supervision_grid_size(*image_hw)
-        handles_rc = xy_to_grid_rc(sample.handles, image_hw, grid_hw).to(self.backbone.device)
-        targets_rc = xy_to_grid_rc(sample.targets, image_hw, grid_hw).to(self.backbone.device)
-        return grid_hw, handles_rc, targets_rc
+        return grid_points((sample.height, sample.width), sample.handles, sample.targets, self.backbone.device)
 
     def invert(self, sample: DragSample, lora_state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """VAE posterior mean x scale, then DDIM inversion to `self.timestep`: z_t (1, 4, h, w).
 
         Uses the cache when one was given. `lora_state` only enters the cache key: the caller applies it.
         """
-        bb = self.backbone
-        stage = self.precision_plan.inversion
-        key: dict[str, Any] = {
-            "prompt": sample.prompt,
-            "lora_sha256": None if lora_state is None else _sha256_state(lora_state),
-            "attention": "classic" if lora_state is None else "sdpa",
-        }
-        if stage.autocast is not None:
-            key["autocast"] = str(stage.autocast)
-        with self._attention_for_optimisation(lora_state is not None), stage.autocast_context(bb.device.type):
-            cond = bb.condition(sample.prompt)
-            return invert_image(
-                bb, sample.image, cond, self.n_inference_steps, self.inversion_step, cache=self.cache, key=key
-            )
+        return cached_inversion(
+            self.backbone,
+            sample.image,
+            sample.prompt,
+            self.n_inference_steps,
+            self.inversion_step,
+            lora_state,
+            self.cache,
+            self.precision_plan.inversion,
+        )
 
     def drag(self, sample: DragSample, inverted: torch.Tensor, lora_active: bool = False) -> DragLoopResult:
         """Optimise z_t so the handles' features move to the targets (the drag loop at `self.timestep`).
@@ -305,7 +301,7 @@ class DragDiffusion:
         mask = torch.tensor(np.asarray(sample.mask), device=bb.device)
         mask_latent = mask_to_latent(mask, grid_hw, tuple(inverted.shape[-2:]))  # (1, 1, h, w)
         cond = bb.condition(sample.prompt)  # batch 1
-        with self._attention_for_optimisation(lora_active):
+        with attention_for(bb.unet, lora_active):
             return self._drag(inverted, cond, self.timestep, handles_rc, targets_rc, mask_latent, grid_hw)
 
     @torch.no_grad()
@@ -346,38 +342,6 @@ class DragDiffusion:
             return_tensors="pt",
         ).input_ids[0]
 
-    def _lora(self, sample: DragSample) -> dict[str, torch.Tensor] | None:
-        if self.lora_steps == 0:
-            return None
-        from dragbench.diffusion.lora import lora_snapshots
-
-        snapshots = lora_snapshots(
-            self.backbone,
-            sample.image,
-            sample.prompt,
-            steps=sorted({self.lora_steps, *(self.lora_plan_steps if self.cache is not None else [])}),
-            rank=self.lora_rank,
-            alpha=self.lora_rank,
-            lr=self.lora_lr,
-            batch_size=self.lora_batch_size,
-            seed=self.seed,
-            cache=self.cache,
-            precision=self.precision_plan.lora,
-        )
-        return snapshots[self.lora_steps]
-
-    def _lora_context(self, lora_state: dict[str, torch.Tensor] | None) -> contextlib.AbstractContextManager:
-        if lora_state is None:
-            return contextlib.nullcontext()
-        from dragbench.diffusion.lora import lora_applied
-
-        return lora_applied(self.backbone.unet, lora_state, rank=self.lora_rank, alpha=self.lora_rank)
-
-    def _attention_for_optimisation(self, lora_active: bool) -> contextlib.AbstractContextManager:
-        # Official: without LoRA `set_default_attn_processor()` (classic attention); with LoRA the loaded
-        # processors (SDPA). The two differ by ~1e-6 on the UNet output.
-        return contextlib.nullcontext() if lora_active else classic_attention(self.backbone.unet)
-
     def _drag(
         self,
         inverted: torch.Tensor,
@@ -414,16 +378,3 @@ class DragDiffusion:
                 motion_loss=self.motion_loss,
                 precision=self.precision_plan.drag,
             )
-
-    @staticmethod
-    def _to_uint8(image_float: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
-        resized = F.interpolate(image_float.float(), image_hw, mode="bilinear")  # (1, 3, H, W)
-        array = resized[0].permute(1, 2, 0).cpu().numpy()  # (H, W, 3) in [0, 1]
-        return (array * 255).astype(np.uint8)  # truncation, as the official script
-
-def _sha256_state(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()

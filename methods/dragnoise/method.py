@@ -14,8 +14,6 @@ Reproduces the official DragBench path (haofengl/DragNoise 1072731, `drag_bench_
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,21 +23,22 @@ import torch
 import torch.nn.functional as F
 
 from dragbench.backbone import Backbone
-from dragbench.diffusion.attention import classic_attention
+from dragbench.diffusion.attention import attention_for
 from dragbench.diffusion.bottleneck import MidBlockOverride
-from dragbench.diffusion.ddim import ddim_denoise, decode_latents, drag_timestep, invert_image, sha256_array
+from dragbench.diffusion.ddim import cached_inversion, ddim_denoise, decode_latents, drag_timestep, to_uint8
 from dragbench.diffusion.drag_loop import DragLoopResult, drag_latent
 from dragbench.diffusion.features import UNetFeatureHooks
+from dragbench.diffusion.lora import PerImageLora
 from dragbench.diffusion.mask_term import mask_to_latent
 from dragbench.diffusion.motion_supervision import PatchMotionSupervision
 from dragbench.diffusion.point_tracking import NearestNeighbourTracker
 from dragbench.diffusion.precision import PRECISION_CHOICES, PrecisionPlan, resolve_precision
+
+# DragNoise's supervision grid and point rounding are DragDiffusion's (official `sup_res = int(0.5 * size)`)
+from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
 from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
-
-# DragNoise's supervision grid and point rounding are DragDiffusion's (official `sup_res = int(0.5 * size)`)
-from methods.dragdiffusion.geometry import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +157,9 @@ class DragNoise:
         self.lora_batch_size = lora_batch_size
         self.lora_plan_steps = sorted({int(s) for s in lora_plan_steps or [] if s > 0})
         self.seed = seed
+        self.lora = PerImageLora(
+            lora_steps, lora_rank, lora_lr, lora_batch_size, seed, plan_steps=tuple(self.lora_plan_steps)
+        )
         self.cache = cache
         if cache is not None:
             _ = backbone.fingerprint  # read once now, before any LoRA adapter is applied to the shared UNet
@@ -196,10 +198,13 @@ class DragNoise:
         grid_hw, handles_rc, targets_rc = self.grid_points(sample)
         # 1. per-image LoRA: train or fetch the snapshot (dragbench.diffusion.lora, cached)
         with times.stage("lora"):
-            lora_state = self._lora(sample)
+            lora_state = self.lora.train(
+                self.backbone, sample.image, sample.prompt, self.cache, self.precision_plan.lora
+            )
         # ... applied to the shared UNet for steps 2-4, removed on exit; without LoRA every stage runs the
         # classic attention processor (official `set_default_attn_processor`), with LoRA the loaded ones
-        with self._lora_context(lora_state), self._attention(lora_state is not None):
+        unet = self.backbone.unet
+        with self.lora.applied(unet, lora_state), attention_for(unet, lora_state is not None):
             # 2. DDIM inversion to t (dragbench.diffusion.ddim, cached)
             with times.stage("inversion"):
                 inverted = self.invert(sample, lora_state)
@@ -210,7 +215,7 @@ class DragNoise:
             with times.stage("denoise"):
                 edited_float = self.denoise(sample.prompt, inverted, drag.latent)
         # 5. back to the input size, uint8 by truncation (as official)
-        image = _to_uint8(edited_float, (sample.height, sample.width))
+        image = to_uint8(edited_float, (sample.height, sample.width))
         log.info("%s: %d drag iterations, reached=%s", sample.sample_id, drag.iterations, drag.reached)
         return DragNoiseTrace(
             inverted=inverted,
@@ -232,32 +237,24 @@ class DragNoise:
 
     def grid_points(self, sample: DragSample) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
         """Supervision grid (h, w) and the sample's handles / targets on it, (N, 2) float32 (row, col)."""
-        image_hw = (sample.height, sample.width)
-        grid_hw = supervision_grid_size(*image_hw)
-        handles_rc = xy_to_grid_rc(sample.handles, image_hw, grid_hw).to(self.backbone.device)
-        targets_rc = xy_to_grid_rc(sample.targets, image_hw, grid_hw).to(self.backbone.device)
-        return grid_hw, handles_rc, targets_rc
+        return grid_points((sample.height, sample.width), sample.handles, sample.targets, self.backbone.device)
 
     def invert(self, sample: DragSample, lora_state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """VAE posterior mean x scale, then DDIM inversion to `self.timestep`: z_t (1, 4, h, w).
 
-        The caller applies the LoRA and the attention processors; the cache key names them with the same
-        fields DragDiffusion uses, so the two methods share an inversion whenever their inputs are equal.
+        The caller applies the LoRA; the toolkit's `cached_inversion` names it and the attention processors in
+        the cache key as for DragDiffusion, so the two methods share an inversion whenever their inputs are equal.
         """
-        bb = self.backbone
-        stage = self.precision_plan.inversion
-        key: dict[str, Any] = {
-            "prompt": sample.prompt,
-            "lora_sha256": None if lora_state is None else _sha256_state(lora_state),
-            "attention": "classic" if lora_state is None else "sdpa",
-        }
-        if stage.autocast is not None:
-            key["autocast"] = str(stage.autocast)
-        with stage.autocast_context(bb.device.type):
-            cond = bb.condition(sample.prompt)
-            return invert_image(
-                bb, sample.image, cond, self.n_inference_steps, self.inversion_step, cache=self.cache, key=key
-            )
+        return cached_inversion(
+            self.backbone,
+            sample.image,
+            sample.prompt,
+            self.n_inference_steps,
+            self.inversion_step,
+            lora_state,
+            self.cache,
+            self.precision_plan.inversion,
+        )
 
     def drag(self, sample: DragSample, inverted: torch.Tensor) -> tuple[torch.Tensor, DragLoopResult]:
         """Optimise the bottleneck at `self.timestep` so the handles' features move to the targets.
@@ -336,52 +333,3 @@ class DragNoise:
                 step_callback=on_step,
             )
         return decode_latents(bb, latents)
-
-    # ------------------------------------------------------------------ steps
-    def _lora(self, sample: DragSample) -> dict[str, torch.Tensor] | None:
-        if self.lora_steps == 0:
-            return None
-        from dragbench.diffusion.lora import lora_snapshots
-
-        snapshots = lora_snapshots(
-            self.backbone,
-            sample.image,
-            sample.prompt,
-            steps=sorted({self.lora_steps, *(self.lora_plan_steps if self.cache is not None else [])}),
-            rank=self.lora_rank,
-            alpha=self.lora_rank,
-            lr=self.lora_lr,
-            batch_size=self.lora_batch_size,
-            seed=self.seed,
-            cache=self.cache,
-            precision=self.precision_plan.lora,
-        )
-        return snapshots[self.lora_steps]
-
-    def _lora_context(self, lora_state: dict[str, torch.Tensor] | None) -> contextlib.AbstractContextManager:
-        if lora_state is None:
-            return contextlib.nullcontext()
-        from dragbench.diffusion.lora import lora_applied
-
-        return lora_applied(self.backbone.unet, lora_state, rank=self.lora_rank, alpha=self.lora_rank)
-
-    def _attention(self, lora_active: bool) -> contextlib.AbstractContextManager:
-        # official run_drag: no LoRA -> `set_default_attn_processor()` for inversion, drag and denoising (no
-        # attention editor is ever registered); with LoRA the loaded (SDPA) processors throughout
-        return contextlib.nullcontext() if lora_active else classic_attention(self.backbone.unet)
-
-
-def _to_uint8(image_float: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
-    """(1, 3, h, w) in [0, 1] -> (H, W, 3) uint8: bilinear resize, x255, truncation (official run_drag)."""
-    resized = F.interpolate(image_float.float(), image_hw, mode="bilinear")  # (1, 3, H, W)
-    return (resized[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-
-
-def _sha256_state(state: dict[str, torch.Tensor]) -> str:
-    """Digest of a LoRA state for the inversion's cache key (a LoRA of this method never equals
-    DragDiffusion's: other lr and steps, so the two need not share this formula)."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(sha256_array(state[key].detach().cpu().numpy()).encode())
-    return digest.hexdigest()
