@@ -8,7 +8,8 @@ the toy backbone without the on-disk cache, so `seconds_per_sample` is the whole
 Stage `score` (CPU) regenerates the samples from (n, seed) and writes OUT/toy_world.json: reconstruction PSNR,
 GT distance (eval/toy_ground_truth.py), lost objects, pixel metrics vs the GT edit, MD (DIFT features from the
 toy model itself: labelled `md_toy_dift`, not the official SD-2.1 MD), each with 95 % bootstrap CIs, and the
-paired ratio GT distance(method) / GT distance(identity) over the same samples.
+paired ratio GT distance(method) / GT distance(identity) over the same samples (and / GT distance of
+DragDiffusion LoRA 80 when `dd_lora` was edited into the same OUT).
 Stage `figure` draws OUT/toy_examples.png/.pdf: the first samples' drags, their ground-truth edits and every
 method's edit, one row each (docs/toy_examples.png is this figure for the committed numbers).
 
@@ -38,6 +39,7 @@ INVERSION_STEP, N_INFERENCE_STEPS = 35, 50  # protocol §2
 N_BOOT, CI, BOOT_SEED = 2000, 0.95, 0
 BUILT_IN = ("recon", "identity", "dd_nolora", "dd_lora")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PAIRED_REFERENCE = "dd_lora"  # the second paired ratio of `score`: GT distance vs DragDiffusion, LoRA 80
 LABELS = {"dd_nolora": "DragDiffusion\nno LoRA", "dd_lora": "DragDiffusion\nLoRA 80"}  # rows of the figure
 
 
@@ -119,6 +121,7 @@ def score(samples: list[DragSample], out: Path, device: str) -> dict:
     report: dict = {"n_samples": len(samples), "pairs": int(sum(s.n_pairs for s in samples)), "ci": CI,
                     "n_boot": N_BOOT}
     names = [*BUILT_IN, *sorted(p.stem[len("edits_"):] for p in out.glob("edits_*.npz"))]
+    gt_of: dict[str, np.ndarray] = {}  # per-sample GT distance of each method, for the paired ratios
     for name in dict.fromkeys(names):  # built-ins first, then every other method edited into `out`
         path = out / f"edits_{name}.npz"
         if not path.exists() or path.stem.endswith(".tmp"):
@@ -132,6 +135,7 @@ def score(samples: list[DragSample], out: Path, device: str) -> dict:
             rows.append({"gt": dist.mean(), "found": found.all(), "md": md.mean(),
                          "psnr_orig": psnr(img, s.image), **gt_image_metrics(s, img)})
         col = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
+        gt_of[name] = col["gt"]
         lo, hi = ratio_bootstrap_ci(col["gt"], ident[:n], N_BOOT, BOOT_SEED, CI)
         report[name] = {
             "n": n,
@@ -145,6 +149,15 @@ def score(samples: list[DragSample], out: Path, device: str) -> dict:
             "psnr_vs_gt_edit": float(col["gt_psnr"].mean()),
             "psnr_outside_mask_vs_gt": float(np.nanmean(col["gt_psnr_outside_mask"])),
         }
+    # vs DragDiffusion (LoRA 80, the paper default): paired over the scenes both edited, same bootstrap draws
+    reference = gt_of.get(PAIRED_REFERENCE)
+    for name, gt in gt_of.items():
+        if reference is None or name == PAIRED_REFERENCE:
+            continue
+        m = min(len(gt), len(reference))
+        lo, hi = ratio_bootstrap_ci(gt[:m], reference[:m], N_BOOT, BOOT_SEED, CI)
+        report[name]["gt_ratio_vs_dragdiffusion"] = float(gt[:m].sum() / reference[:m].sum())
+        report[name]["gt_ratio_vs_dragdiffusion_ci"] = [lo, hi]
     (out / "toy_world.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
