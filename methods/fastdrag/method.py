@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dragbench.backbone import Backbone
 from dragbench.diffusion.attention import StoredKeyValues, up_block_start_layer
 from dragbench.diffusion.components import component_requirements, with_component
-from dragbench.diffusion.ddim import ddim_denoise, ddim_invert, decode_latents, encode_image
+from dragbench.diffusion.ddim import ddim_denoise, ddim_invert, decode_latents, encode_image, to_uint8
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
 from dragbench.weights import FASTDRAG_UNET, WeightFile
@@ -180,7 +179,7 @@ class FastDrag:
                     step_callback=kv.on_step,
                 )
             edited_float = decode_latents(bb, denoised)
-        image = _to_uint8(edited_float, image_hw)
+        image = to_uint8(edited_float, image_hw)  # bilinear resize, x255 truncated (official)
         log.info(
             "%s: %d holes filled, %.2fs", sample.sample_id, int(warp.holes.sum()), sum(times.seconds.values())
         )
@@ -196,10 +195,3 @@ class FastDrag:
             image=image,
             times=dict(times.seconds),
         )
-
-
-def _to_uint8(image: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
-    """(1, 3, h8, w8) in [0, 1] -> (H, W, 3) uint8: bilinear resize to the input size, then x255 truncated
-    (the official conversion; the resize is the identity when H, W are multiples of 8)."""
-    image = F.interpolate(image.float(), image_hw, mode="bilinear")
-    return (image[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)

@@ -11,7 +11,6 @@ of zewei-Zhang/GoodDrag fc01bc1); `tests/data/official_gooddrag_ref/README.md` l
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from dragbench.backbone import Backbone
-from dragbench.diffusion.attention import MutualSelfAttention, classic_attention, self_attention_layers
+from dragbench.diffusion.attention import MutualSelfAttention, attention_for, self_attention_layers
 from dragbench.diffusion.components import AUTO, component_requirements, with_component
-from dragbench.diffusion.ddim import decode_latents, denoising_timesteps, invert_image
+from dragbench.diffusion.ddim import cached_inversion, decode_latents, denoising_timesteps, to_uint8
 from dragbench.diffusion.features import UNetFeatureHooks
+from dragbench.diffusion.lora import PerImageLora
 from dragbench.diffusion.mask_term import mask_to_latent
-from dragbench.diffusion.supervision_grid import grid_rc_to_xy, supervision_grid_size, xy_to_grid_rc
+from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy
 from dragbench.progress import track
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
@@ -178,6 +178,9 @@ class GoodDrag:
         self.lora_batch_size = lora_batch_size
         self.lora_plan_steps = sorted({int(s) for s in lora_plan_steps or [] if s > 0})
         self.seed = seed
+        self.lora = PerImageLora(
+            lora_steps, lora_rank, lora_lr, lora_batch_size, seed, plan_steps=tuple(self.lora_plan_steps)
+        )
         self.cache = cache
         if cache is not None:
             _ = self.backbone.fingerprint  # read once now, before any LoRA adapter is applied to the shared UNet
@@ -226,8 +229,8 @@ class GoodDrag:
         prompt = sample.prompt if self.prompt is None else self.prompt
         # 1. per-image LoRA (toolkit trainer: the same recipe as the official train_lora), train or fetch
         with times.stage("lora"):
-            lora_state = self._lora(sample.image, prompt)
-        with self._lora_context(lora_state):
+            lora_state = self.lora.train(self.backbone, sample.image, prompt, self.cache)
+        with self.lora.applied(self.backbone.unet, lora_state):
             # 2. DDIM inversion to t (cached; classic attention without LoRA, as the official no-LoRA path)
             with times.stage("inversion"):
                 inverted = self.invert(sample.image, prompt, lora_state)
@@ -248,17 +251,9 @@ class GoodDrag:
         self, image: np.ndarray, prompt: str, lora_state: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """VAE posterior mean x scale, then `inversion_step` DDIM inversion steps: x_t (1, 4, h, w)."""
-        bb = self.backbone
-        key = {
-            "prompt": prompt,
-            "lora_sha256": None if lora_state is None else _sha256_state(lora_state),
-            "attention": "classic" if lora_state is None else "sdpa",
-        }
-        with self._attention_for_drag(lora_state is not None):
-            cond = bb.condition(prompt)
-            return invert_image(
-                bb, image, cond, self.n_inference_steps, self.inversion_step, cache=self.cache, key=key
-            )
+        return cached_inversion(
+            self.backbone, image, prompt, self.n_inference_steps, self.inversion_step, lora_state, self.cache
+        )
 
     @torch.no_grad()
     def drag_and_denoise(
@@ -268,9 +263,7 @@ class GoodDrag:
         each, switch to mutual self-attention once the drag phase is over, decode the edited branch."""
         bb = self.backbone
         image_hw = (sample.height, sample.width)
-        grid_hw = supervision_grid_size(*image_hw)
-        handles = xy_to_grid_rc(sample.handles, image_hw, grid_hw).to(bb.device)
-        targets = xy_to_grid_rc(sample.targets, image_hw, grid_hw).to(bb.device)
+        grid_hw, handles, targets = grid_points(image_hw, sample.handles, sample.targets, bb.device)
         mask = torch.tensor(np.asarray(sample.mask), device=bb.device)
         mask_latent = mask_to_latent(mask, grid_hw, tuple(inverted.shape[-2:]))  # (1, 1, h, w), 1 = editable
         cond = bb.condition(prompt)  # batch 1
@@ -289,7 +282,8 @@ class GoodDrag:
         with contextlib.ExitStack() as stack:
             hooks = stack.enter_context(UNetFeatureHooks(bb.unet, [block]))
             attention = stack.enter_context(contextlib.ExitStack())
-            attention.enter_context(self._attention_for_drag(lora_active))
+            # official: classic attention without LoRA until the drag phase ends, the loaded processors with it
+            attention.enter_context(attention_for(bb.unet, lora_active))
 
             def forward(latent: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
                 eps = bb.predict_noise(latent, t, cond)
@@ -318,8 +312,7 @@ class GoodDrag:
                 latents = scheduler.step(eps, t, latents).prev_sample
                 ref, z = latents[0:1], latents[1:2]
         edited = decode_latents(bb, z)  # (1, 3, 8h, 8w) in [0, 1]
-        resized = F.interpolate(edited.float(), image_hw, mode="bilinear")  # (1, 3, H, W)
-        image = (resized[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)  # truncation, as official
+        image = to_uint8(edited, image_hw)  # bilinear resize, x255 truncated, as official
         return GoodDragTrace(
             inverted=inverted,
             reference_prev=reference_prev,
@@ -333,43 +326,3 @@ class GoodDrag:
             edited_float=edited,
             image=image,
         )
-
-    # ------------------------------------------------------------------ steps
-    def _lora(self, image: np.ndarray, prompt: str) -> dict[str, torch.Tensor] | None:
-        if self.lora_steps == 0:
-            return None
-        from dragbench.diffusion.lora import lora_snapshots
-
-        snapshots = lora_snapshots(
-            self.backbone,
-            image,
-            prompt,
-            steps=sorted({self.lora_steps, *(self.lora_plan_steps if self.cache is not None else [])}),
-            rank=self.lora_rank,
-            alpha=self.lora_rank,
-            lr=self.lora_lr,
-            batch_size=self.lora_batch_size,
-            seed=self.seed,
-            cache=self.cache,
-        )
-        return snapshots[self.lora_steps]
-
-    def _lora_context(self, lora_state: dict[str, torch.Tensor] | None) -> contextlib.AbstractContextManager:
-        if lora_state is None:
-            return contextlib.nullcontext()
-        from dragbench.diffusion.lora import lora_applied
-
-        return lora_applied(self.backbone.unet, lora_state, rank=self.lora_rank, alpha=self.lora_rank)
-
-    def _attention_for_drag(self, lora_active: bool) -> contextlib.AbstractContextManager:
-        # Official: without LoRA `set_default_attn_processor()` (classic attention) until the drag phase ends;
-        # with LoRA the loaded LoRA processors (SDPA). The two differ by ~1e-6 on the UNet output.
-        return contextlib.nullcontext() if lora_active else classic_attention(self.backbone.unet)
-
-
-def _sha256_state(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()

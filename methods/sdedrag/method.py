@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dragbench.backbone import Backbone
 from dragbench.diffusion.conditioning import Conditioning
-from dragbench.diffusion.ddim import decode_latents
-from dragbench.diffusion.lora import LoraTrainer
-from dragbench.diffusion.lora_adapter import adapter_scale, lora_applied
+from dragbench.diffusion.ddim import decode_latents, to_uint8
+from dragbench.diffusion.lora import PerImageLora
+from dragbench.diffusion.lora_adapter import adapter_scale
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
 from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
@@ -137,6 +136,7 @@ class SDEDrag:
         self.lora_lr = lora_lr
         self.lora_scale_min = lora_scale_min
         self.seed = seed
+        self.lora = PerImageLora(lora_steps, lora_rank, lora_lr, LORA_BATCH_SIZE, seed)
         self.cache = cache
         if cache is not None:
             _ = backbone.fingerprint  # read once now, before any LoRA adapter is applied to the shared UNet
@@ -167,8 +167,8 @@ class SDEDrag:
         times = StageTimes()
         # 1. per-image LoRA (toolkit trainer; rank 4, 100 steps, one uncropped image per step)
         with times.stage("lora"):
-            lora_state = self._lora(sample)
-        with self._lora_context(lora_state):
+            lora_state = self.lora.train(bb, sample.image, sample.prompt, self.cache)
+        with self.lora.applied(bb.unet, lora_state):
             # 2. VAE posterior sample (the official draws it: the first noise of the stream), conditioning
             with times.stage("encode"):
                 latent0 = self.encode(sample.image, generator)
@@ -207,7 +207,7 @@ class SDEDrag:
         # 4. decode, back to the input size, uint8 by rounding (torchvision save_image, as official)
         with times.stage("decode"):
             edited_float = decode_latents(bb, latent)
-            image = self._to_uint8(edited_float, (sample.height, sample.width))
+            image = to_uint8(edited_float, (sample.height, sample.width), rounding="round")
         log.info("%s: %d chunks, %.1fs", sample.sample_id, len(chunks), sum(times.seconds.values()))
         return SDEDragTrace(latent0, chunks, mask, edited_float, image, dict(times.seconds))
 
@@ -300,31 +300,3 @@ class SDEDrag:
             )
             latent = torch.where(mask, latent, recorded_before)  # (1, 4, h, w); mask (h, w) broadcasts
         return latent
-
-    # ------------------------------------------------------------------ helpers
-    def _lora(self, sample: DragSample) -> dict[str, torch.Tensor] | None:
-        if self.lora_steps == 0:
-            return None
-        trainer = LoraTrainer(
-            rank=self.lora_rank,
-            alpha=self.lora_rank,
-            lr=self.lora_lr,
-            batch_size=LORA_BATCH_SIZE,
-            seed=self.seed,
-            cache=self.cache,
-        )
-        return trainer.snapshots(self.backbone, sample.image, sample.prompt, [self.lora_steps])[self.lora_steps]
-
-    def _lora_context(self, lora_state: dict[str, torch.Tensor] | None) -> contextlib.AbstractContextManager:
-        if lora_state is None:
-            return contextlib.nullcontext()
-        return lora_applied(self.backbone.unet, lora_state, rank=self.lora_rank, alpha=self.lora_rank)
-
-    @staticmethod
-    def _to_uint8(image_float: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
-        """(1, 3, h8, w8) in [0, 1] -> (H, W, 3) uint8: resized bilinearly only when the VAE grid differs
-        from the input (sizes not divisible by 8), then x·255 + 0.5 truncated (torchvision's rounding)."""
-        if tuple(image_float.shape[-2:]) != tuple(image_hw):
-            image_float = F.interpolate(image_float.float(), image_hw, mode="bilinear")  # (1, 3, H, W)
-        scaled = image_float[0].float().mul(255).add(0.5).clamp(0, 255)  # (3, H, W)
-        return scaled.permute(1, 2, 0).to(torch.uint8).cpu().numpy()
