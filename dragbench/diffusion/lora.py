@@ -437,6 +437,12 @@ class PerImageLora:
     seed: int = 42
     plan_steps: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"LoRA steps must be >= 0 (0 = no LoRA), got {self.steps}; set method.lora_steps")
+        # a sweep's step list as written in the config: order, repeats and 0 ("no LoRA") carry no meaning here
+        object.__setattr__(self, "plan_steps", tuple(sorted({int(s) for s in self.plan_steps if s > 0})))
+
     def train(
         self,
         backbone: Backbone,

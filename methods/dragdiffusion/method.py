@@ -174,14 +174,9 @@ class DragDiffusion:
         self.stop_distance = stop_distance
         self.start_layer = start_layer
         self.start_step = start_step
-        self.lora_steps = lora_steps
-        self.lora_rank = lora_rank
-        self.lora_lr = lora_lr
-        self.lora_batch_size = lora_batch_size
-        self.lora_plan_steps = sorted({int(s) for s in lora_plan_steps or [] if s > 0})
         self.seed = seed
         self.lora = PerImageLora(
-            lora_steps, lora_rank, lora_lr, lora_batch_size, seed, plan_steps=tuple(self.lora_plan_steps)
+            lora_steps, lora_rank, lora_lr, lora_batch_size, seed, plan_steps=tuple(lora_plan_steps or ())
         )
         self.cache = cache
         if cache is not None:

@@ -131,9 +131,6 @@ class SDEDrag:
         self.alpha = alpha
         self.beta = beta
         self.guidance_scale = guidance_scale
-        self.lora_steps = lora_steps
-        self.lora_rank = lora_rank
-        self.lora_lr = lora_lr
         self.lora_scale_min = lora_scale_min
         self.seed = seed
         self.lora = PerImageLora(lora_steps, lora_rank, lora_lr, LORA_BATCH_SIZE, seed)
