@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from hydra.utils import get_class
 from matplotlib.figure import Figure
 
 from dragbench.bench_io import CATEGORIES
@@ -82,7 +83,8 @@ class Run:
 
     Attributes:
         path: the job dir.
-        method: the method's class name (config.method._target_), "?" when metrics.json has no config.
+        method: the method's `display_name` (methods.base.DragMethod), else its class name
+            (config.method._target_); "?" when metrics.json has no config.
         label: how tables and the figure name it (the method; + the dir when two runs share a method).
         metrics: its metrics.json.
         results: its results.csv rows (failed ones included).
@@ -139,6 +141,16 @@ class Comparison:
 
 
 # ---- reading -----------------------------------------------------------------------------------------
+def method_name(target: str) -> str:
+    """How tables name the method `target` (a `_target_` path): its class's `display_name`, else the class
+    name; a class that no longer imports (a run from another checkout) keeps its recorded class name."""
+    class_name = target.rsplit(".", 1)[-1]
+    try:
+        return str(getattr(get_class(target), "display_name", class_name))
+    except Exception:  # any import failure: keep the recorded name
+        return class_name
+
+
 def load_runs(run_dirs: list[str | Path]) -> list[Run]:
     """Read each job dir; two runs of one method are labelled `<method> (<dir>)`."""
     runs = []
@@ -146,7 +158,7 @@ def load_runs(run_dirs: list[str | Path]) -> list[Run]:
         metrics = json.loads((run_dir / METRICS_JSON).read_text())
         store = ResultsStore(run_dir, retry_failed=False)  # failed rows too, read as the job reads them
         target = str((metrics.get("config") or {}).get("method", {}).get("_target_", "?"))
-        method = target.rsplit(".", 1)[-1]
+        method = method_name(target)
         runs.append(Run(run_dir, method, method, metrics, store.results(), store.pairs()))
     methods = pd.Series([r.method for r in runs])
     for run, duplicated in zip(runs, methods.duplicated(keep=False), strict=True):

@@ -58,7 +58,8 @@ class DragMethod(Protocol):
     """A drag-editing method: configured once, then `edit` is called per sample.
 
     A new method is a class with `edit(sample) -> EditResult`, and a `conf/method/<name>.yaml` whose
-    `_target_` names the class and whose other keys are its constructor's keyword arguments.
+    `_target_` names the class and whose other keys are its constructor's keyword arguments. An optional
+    class attribute `display_name` is how comparison tables and figures name it (default: the class name).
     """
 
     def edit(self, sample: DragSample) -> EditResult: ...

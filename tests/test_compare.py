@@ -261,3 +261,12 @@ def test_runs_without_edit_timing_say_n_a(tmp_path):
     result = compare.compare([tmp_path / "old"])
     assert math.isnan(result.common["seconds_per_image"].iloc[0])  # never the total with scoring instead
     assert "| n/a | n/a | n/a |" in compare.common_markdown(result)
+
+
+def test_method_names_come_from_display_name_else_the_class():
+    # SDE-Drag spells itself as its paper does; a class without display_name keeps its name; a run recorded by
+    # a checkout whose class no longer imports keeps the recorded class name
+    assert compare.method_name("methods.sdedrag.method.SDEDrag") == "SDE-Drag"
+    assert compare.method_name("methods.gooddrag.method.GoodDrag") == "GoodDrag"
+    assert compare.method_name("methods.gone.Vanished") == "Vanished"
+    assert compare.method_name("?") == "?"

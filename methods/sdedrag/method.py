@@ -96,6 +96,8 @@ class SDEDrag:
         cache: optional content-addressed cache for the LoRA weights.
     """
 
+    display_name = "SDE-Drag"  # the paper's spelling in comparison tables (experiments.compare)
+
     def __init__(
         self,
         backbone: Backbone,
