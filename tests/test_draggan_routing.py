@@ -148,7 +148,10 @@ def test_a_saved_clip_checkpoint_loads_through_the_real_path_and_routes_the_same
     in_memory = ClipRouter(model, tokenizer, processor, descriptions, torch.device("cpu"))
     loaded = ClipRouter.from_checkpoint(str(tmp_path), descriptions, torch.device("cpu"))
     image = _sample().image
-    assert loaded(image) == in_memory(image)
+    got, want = loaded(image), in_memory(image)
+    assert got.domain == want.domain
+    # equal up to float order (one model's kernels may take another path on another CPU: 3.4e-8 measured)
+    assert got.similarities == pytest.approx(want.similarities, abs=1e-6)
 
 
 def test_category_routing_still_marks_unrouted_categories_unsupported() -> None:

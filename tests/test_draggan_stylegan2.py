@@ -143,7 +143,8 @@ def test_images_and_features_match_nvidias_generator_on_its_weights(official) ->
     ws = g.mapping(z)
     img, feats = g(z, noise_mode="const")
     img_psi, _ = g.synthesis(g.mapping(z, truncation_psi=0.7), noise_mode="const")
-    assert torch.equal(ws, expected["natural/ws"])  # measured: bit-identical
+    # measured: bit-identical on the recording CPU, 7.2e-7 (|ws| <= 3.2) on an AVX-512 AMD EPYC (float order)
+    assert (ws - expected["natural/ws"]).abs().max() <= 1e-5
     assert (img - expected["natural/img"]).abs().max() <= 1e-4  # measured 5.0e-6 (|img| <= 7.5)
     assert (img_psi - expected["natural/img_psi07"]).abs().max() <= 1e-4  # measured 5.5e-6
     for f in feats:  # every block's output feature map (what DragGAN supervises and tracks on)

@@ -102,7 +102,9 @@ def test_edit_matches_the_official_run(backbone, case):
     result, ref = _reference(case)
     trace = SDEDrag(backbone, lora_steps=0).run(_sample(case))
     assert len(trace.chunks) == result["drag_num"]
-    assert torch.equal(trace.chunks[0]["x_t0"][0], torch.from_numpy(ref["chunk0_x_t0"]))  # same noises
+    # same noises: another draw would be O(1) off; the VAE's float order differs between CPUs (measured
+    # bit-identical on the recording machine, 1.7e-6 on an AVX-512 AMD EPYC)
+    np.testing.assert_allclose(trace.chunks[0]["x_t0"][0].numpy(), ref["chunk0_x_t0"], rtol=0, atol=1e-5)
     for i, chunk in enumerate(trace.chunks):
         for key, tol in (("x_t0", 1e-4), ("pasted", 1e-4), ("x_out", 1e-4)):
             np.testing.assert_allclose(chunk[key][0].numpy(), ref[f"chunk{i}_{key}"], rtol=0, atol=tol)
