@@ -6,7 +6,7 @@ import contextlib
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -65,6 +65,16 @@ class DragMethod(Protocol):
     def edit(self, sample: DragSample) -> EditResult: ...
 
 
+def required_info(seconds: Mapping[str, float], iterations: int, device: torch.device | str) -> dict[str, Any]:
+    """The `REQUIRED_INFO` keys of an edit that ends now: `iterations`, `time/<stage>` from `seconds`
+    (`StageTimes.seconds`), and `peak_mem_mb` on `device`."""
+    return {
+        "iterations": int(iterations),
+        **{f"time/{name}": value for name, value in seconds.items()},
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+
+
 def reset_peak_memory(device: torch.device | str) -> None:
     """Start of an edit: reset CUDA's peak counter (no-op elsewhere: the process peak RSS cannot be reset)."""
     device = torch.device(device)
@@ -82,14 +92,14 @@ def peak_memory_mb(device: torch.device | str) -> float:
 
 
 class StageTimes:
-    """Wall seconds per stage, as the `time/<stage>` info keys.
+    """Wall seconds per stage (`required_info` turns them into the `time/<stage>` info keys).
 
     Example:
         >>> times = StageTimes()
         >>> with times.stage("drag"):
         ...     pass
-        >>> sorted(times.info())
-        ['time/drag']
+        >>> sorted(times.seconds)
+        ['drag']
     """
 
     def __init__(self) -> None:
@@ -102,6 +112,3 @@ class StageTimes:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-    def info(self) -> dict[str, float]:
-        return {f"time/{name}": seconds for name, seconds in self.seconds.items()}

@@ -7,7 +7,7 @@ fastest method for smoke-testing the whole harness.
 from __future__ import annotations
 
 from dragbench.sample import DragSample
-from methods.base import EditResult, StageTimes, peak_memory_mb
+from methods.base import EditResult, StageTimes, required_info
 
 
 class Identity:
@@ -27,5 +27,4 @@ class Identity:
         times = StageTimes()
         with times.stage("edit"):
             image = sample.image.copy()
-        info = {"iterations": 0, **times.info(), "peak_mem_mb": peak_memory_mb("cpu")}
-        return EditResult(image=image, handles=None, info=info)
+        return EditResult(image=image, handles=None, info=required_info(times.seconds, 0, "cpu"))

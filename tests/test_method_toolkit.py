@@ -8,11 +8,14 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
+from dragbench.backbone import build_tiny
 from dragbench.diffusion.attention import attention_for
-from dragbench.diffusion.ddim import inversion_key, to_uint8
+from dragbench.diffusion.ddim import check_inversion_step, drag_timestep, inversion_key, to_uint8
+from dragbench.diffusion.features import check_unet_block
 from dragbench.diffusion.lora import PerImageLora, lora_digest
-from dragbench.diffusion.precision import StagePrecision
-from dragbench.diffusion.supervision_grid import grid_points
+from dragbench.diffusion.precision import StagePrecision, require_float32_weights
+from dragbench.diffusion.supervision_grid import grid_points, points_record
+from methods.base import StageTimes, required_info
 
 
 def test_to_uint8_truncates_or_rounds_and_resizes_only_when_sizes_differ() -> None:
@@ -72,3 +75,47 @@ def test_grid_points_are_on_the_half_size_grid() -> None:
     assert grid_hw == (32, 32)
     assert handles_rc.tolist() == [[10.0, 5.0]]  # (row, col) = (y / 2, x / 2)
     assert targets_rc.tolist() == [[2.0, 31.0]]  # 2.5 -> 2 (half to even); 31.5 -> 32 clamped to 31
+
+
+def test_points_record_is_plain_lists_of_the_grid_and_points() -> None:
+    rc = torch.tensor([[1.0, 2.0]])
+    record = points_record((32, 48), rc, rc + 3, rc + 5)
+    assert record == {
+        "supervision_grid_hw": [32, 48],
+        "handles_init_rc": [[1.0, 2.0]],
+        "handles_final_rc": [[4.0, 5.0]],
+        "targets_rc": [[6.0, 7.0]],
+    }
+
+
+def test_required_info_carries_iterations_stage_times_and_peak_memory() -> None:
+    times = StageTimes()
+    with times.stage("drag"):
+        pass
+    info = required_info(times.seconds, 7, "cpu")
+    assert sorted(info) == ["iterations", "peak_mem_mb", "time/drag"]
+    assert info["iterations"] == 7 and info["time/drag"] >= 0 and info["peak_mem_mb"] > 0
+
+
+def test_knob_checks_name_the_knob_and_its_range_in_one_line(tiny_backbone) -> None:
+    n_blocks = len(tiny_backbone.unet.up_blocks)
+    assert check_unet_block(tiny_backbone.unet, 3) == 2  # 1-based knob -> up_blocks index
+    for bad in (0, n_blocks + 1):
+        with pytest.raises(ValueError, match=f"unet_block must be in 1..{n_blocks}"):
+            check_unet_block(tiny_backbone.unet, bad)
+    check_inversion_step(50, 50)
+    for bad in (0, 51):
+        with pytest.raises(ValueError, match="inversion_step must be in 1..n_inference_steps=50"):
+            check_inversion_step(bad, 50)
+    with pytest.raises(ValueError, match="inversion_step"):
+        drag_timestep(tiny_backbone.scheduler.config, 50, 51)  # the same check guards the timestep
+
+
+def test_half_weights_are_refused_with_the_fix() -> None:
+    require_float32_weights(build_tiny(seed=0), "X")  # float32 passes
+    half = build_tiny(seed=0, dtype="float16")
+    with pytest.raises(ValueError, match=r"model.dtype=float16: X needs float32.*method.precision") as err:
+        require_float32_weights(half, "X")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"X runs in float32 here; set model.dtype=float32$"):
+        require_float32_weights(half, "X", precision_knob=False)

@@ -54,7 +54,7 @@ def controlled_layers(unet: torch.nn.Module, start_layer: int) -> list[str]:
     if not 0 <= start_layer <= len(layers):
         raise ValueError(
             f"start_layer={start_layer} but this UNet has {len(layers)} self-attention layers "
-            f"(execution order, 0-based): choose start_layer in 0..{len(layers)}"
+            f"(execution order, 0-based): set method.start_layer in 0..{len(layers)}"
         )
     return layers[start_layer:]
 

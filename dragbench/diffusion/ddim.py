@@ -42,14 +42,22 @@ def denoising_timesteps(scheduler_config: dict, n_inference_steps: int) -> torch
     return scheduler.timesteps
 
 
+def check_inversion_step(inversion_step: int, n_inference_steps: int) -> None:
+    """Raise ValueError (one line, naming the knobs) unless 1 <= inversion_step <= n_inference_steps."""
+    if not 1 <= inversion_step <= n_inference_steps:
+        raise ValueError(
+            f"inversion_step must be in 1..n_inference_steps={n_inference_steps}, got {inversion_step}: "
+            "set method.inversion_step"
+        )
+
+
 def drag_timestep(scheduler_config: dict, n_inference_steps: int, inversion_step: int) -> int:
     """DDPM timestep after `inversion_step` inversion steps: timesteps[n - inversion_step] (681 for 35/50).
 
     Raises:
         ValueError: inversion_step outside 1..n_inference_steps.
     """
-    if not 1 <= inversion_step <= n_inference_steps:
-        raise ValueError(f"inversion_step must be in 1..{n_inference_steps}, got {inversion_step}")
+    check_inversion_step(inversion_step, n_inference_steps)
     return int(denoising_timesteps(scheduler_config, n_inference_steps)[n_inference_steps - inversion_step])
 
 

@@ -15,6 +15,19 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def check_unet_block(unet: nn.Module, unet_block: int) -> int:
+    """The 0-based `up_blocks` index of a method's 1-based `unet_block` knob (3 = `up_blocks[2]`, the
+    official feature index 3).
+
+    Raises:
+        ValueError: outside 1..len(unet.up_blocks), naming the range for this UNet.
+    """
+    n_blocks = len(unet.up_blocks)
+    if not 1 <= unet_block <= n_blocks:
+        raise ValueError(f"unet_block must be in 1..{n_blocks} (1-based up_blocks index), got {unet_block}")
+    return unet_block - 1
+
+
 class UNetFeatureHooks:
     """Context manager recording the outputs of selected `unet.up_blocks` on every UNet call.
 

@@ -123,6 +123,20 @@ def resolve_precision(precision: str, device: torch.device) -> PrecisionPlan:
     return PLANS[precision]
 
 
+def require_float32_weights(backbone: Backbone, method: str, precision_knob: bool = True) -> None:
+    """Refuse, in one line, a backbone loaded in half precision: the methods keep float32 weights and cast
+    per stage themselves (`precision_knob`: the method has `method.precision`; else it runs in float32).
+
+    Raises:
+        ValueError: backbone.dtype is not float32.
+    """
+    if backbone.dtype == torch.float32:
+        return
+    why = "needs float32 weights and casts per stage itself" if precision_knob else "runs in float32 here"
+    fix = f" and choose method.precision from {PRECISION_CHOICES}" if precision_knob else ""
+    raise ValueError(f"model.dtype={_name(backbone.dtype)}: {method} {why}; set model.dtype=float32{fix}")
+
+
 @contextlib.contextmanager
 def weights_in(backbone: Backbone, dtype: torch.dtype) -> Iterator[Backbone]:
     """The backbone with its UNet, VAE and text encoder in `dtype`, for the duration of the block.

@@ -37,6 +37,21 @@ def grid_points(
     return grid_hw, handles_rc, targets_rc
 
 
+def points_record(
+    grid_hw: tuple[int, int],
+    handles_init_rc: torch.Tensor,
+    handles_final_rc: torch.Tensor,
+    targets_rc: torch.Tensor,
+) -> dict[str, list]:
+    """The grid and points a tracking method records in EditResult.info (results.csv), as plain lists."""
+    return {
+        "supervision_grid_hw": list(grid_hw),
+        "handles_init_rc": handles_init_rc.tolist(),
+        "handles_final_rc": handles_final_rc.tolist(),
+        "targets_rc": targets_rc.tolist(),
+    }
+
+
 def xy_to_grid_rc(points_xy: np.ndarray, image_hw: tuple[int, int], grid_hw: tuple[int, int]) -> torch.Tensor:
     """Image (x, y) pixels -> integer-valued (row, col) on the supervision grid.
 

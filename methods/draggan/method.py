@@ -19,7 +19,7 @@ from dragbench.backbone import resolve_device
 from dragbench.progress import track
 from dragbench.sample import DragSample, rc_to_xy, xy_to_rc
 from dragbench.weights import STYLEGAN2_URLS, WeightFile, downloads_allowed, url_file_requirement
-from methods.base import EditResult, peak_memory_mb, reset_peak_memory
+from methods.base import EditResult, required_info, reset_peak_memory
 from methods.draggan import motion
 from methods.draggan.canvas import (
     CANVAS_MODES,
@@ -359,11 +359,8 @@ class DragGAN:
         box = regenerated_box(mapping)
         final_xy = mapping.from_square(rc_to_xy(out.handles_rc.cpu().numpy().astype(np.float64)))
         info = {
-            "time/inversion": t1 - t0,
-            "time/drag": t2 - t1,
-            "iterations": out.iterations,
+            **required_info({"inversion": t1 - t0, "drag": t2 - t1}, out.iterations, self.device),
             "reached_targets": out.reached,
-            "peak_mem_mb": peak_memory_mb(self.device),  # methods.base.REQUIRED_INFO
             "weights": weights,
             **routed,
             "mapping": mapping.as_dict(),

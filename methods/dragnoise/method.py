@@ -25,20 +25,27 @@ import torch.nn.functional as F
 from dragbench.backbone import Backbone
 from dragbench.diffusion.attention import attention_for
 from dragbench.diffusion.bottleneck import MidBlockOverride
-from dragbench.diffusion.ddim import cached_inversion, ddim_denoise, decode_latents, drag_timestep, to_uint8
+from dragbench.diffusion.ddim import (
+    cached_inversion,
+    check_inversion_step,
+    ddim_denoise,
+    decode_latents,
+    drag_timestep,
+    to_uint8,
+)
 from dragbench.diffusion.drag_loop import DragLoopResult, drag_latent
-from dragbench.diffusion.features import UNetFeatureHooks
+from dragbench.diffusion.features import UNetFeatureHooks, check_unet_block
 from dragbench.diffusion.lora import PerImageLora
 from dragbench.diffusion.mask_term import mask_to_latent
 from dragbench.diffusion.motion_supervision import PatchMotionSupervision
 from dragbench.diffusion.point_tracking import NearestNeighbourTracker
-from dragbench.diffusion.precision import PRECISION_CHOICES, PrecisionPlan, resolve_precision
+from dragbench.diffusion.precision import PrecisionPlan, require_float32_weights, resolve_precision
 
 # DragNoise's supervision grid and point rounding are DragDiffusion's (official `sup_res = int(0.5 * size)`)
-from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy
+from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy, points_record
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
-from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
+from methods.base import EditResult, StageTimes, required_info, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +129,12 @@ class DragNoise:
         cache: Any | None = None,
         precision: str = "auto",
     ) -> None:
-        n_blocks = len(backbone.unet.up_blocks)
-        if not 1 <= unet_block <= n_blocks:
-            raise ValueError(f"unet_block must be in 1..{n_blocks} (1-based up_blocks index), got {unet_block}")
-        if not 1 <= inversion_step <= n_inference_steps:
-            raise ValueError(
-                f"inversion_step must be in 1..n_inference_steps={n_inference_steps}, got {inversion_step}"
-            )
+        check_unet_block(backbone.unet, unet_block)
+        check_inversion_step(inversion_step, n_inference_steps)
         if not 0 <= end_step <= n_inference_steps:
             raise ValueError(f"end_step must be in 0..n_inference_steps={n_inference_steps}, got {end_step}")
-        if lora_steps < 0:
-            raise ValueError(f"lora_steps must be >= 0, got {lora_steps}")
         self.precision_plan: PrecisionPlan = resolve_precision(precision, backbone.device)
-        if backbone.dtype != torch.float32:
-            raise ValueError(
-                f"model.dtype={str(backbone.dtype).removeprefix('torch.')}: DragNoise needs float32 weights "
-                f"and casts per stage itself; set model.dtype=float32 and choose method.precision from "
-                f"{PRECISION_CHOICES}"
-            )
+        require_float32_weights(backbone, "DragNoise")
         self.backbone = backbone
         self.inversion_step = inversion_step
         self.n_inference_steps = n_inference_steps
@@ -167,19 +162,14 @@ class DragNoise:
         trace = self.run(sample)
         handles_xy = grid_rc_to_xy(trace.drag.handles_rc, (sample.height, sample.width), trace.grid_hw)
         info = {
-            **{f"time/{k}": v for k, v in trace.times.items()},
-            "iterations": trace.drag.iterations,
+            **required_info(trace.times, trace.drag.iterations, self.backbone.device),
             "optimizer_steps": trace.drag.steps,
             "reached_targets": trace.drag.reached,
             "losses": list(trace.drag.losses),
-            "peak_mem_mb": peak_memory_mb(self.backbone.device),
             "weights": self.backbone.weights,
             "drag_timestep": trace.timestep,
             "bottleneck_shape": list(trace.bottleneck0.shape),
-            "supervision_grid_hw": list(trace.grid_hw),
-            "handles_init_rc": trace.handles_init_rc.tolist(),
-            "handles_final_rc": trace.drag.handles_rc.tolist(),
-            "targets_rc": trace.targets_rc.tolist(),
+            **points_record(trace.grid_hw, trace.handles_init_rc, trace.drag.handles_rc, trace.targets_rc),
             **self.precision_plan.info(),
         }
         return EditResult(image=trace.image, handles=handles_xy, info=info)

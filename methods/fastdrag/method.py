@@ -20,11 +20,18 @@ import torch
 from dragbench.backbone import Backbone
 from dragbench.diffusion.attention import StoredKeyValues, up_block_start_layer
 from dragbench.diffusion.components import component_requirements, with_component
-from dragbench.diffusion.ddim import ddim_denoise, ddim_invert, decode_latents, encode_image, to_uint8
+from dragbench.diffusion.ddim import (
+    check_inversion_step,
+    ddim_denoise,
+    ddim_invert,
+    decode_latents,
+    encode_image,
+    to_uint8,
+)
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
 from dragbench.weights import FASTDRAG_UNET, WeightFile
-from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
+from methods.base import EditResult, StageTimes, required_info, reset_peak_memory
 from methods.fastdrag.hole_filling import fill_holes
 from methods.fastdrag.warp import WarpResult, points_on_latent, region_on_latent, warp_latent
 
@@ -87,10 +94,7 @@ class FastDrag:
         guidance_scale: float = 1.0,
         seed: int = 42,
     ) -> None:
-        if not 1 <= inversion_step <= n_inference_steps:
-            raise ValueError(
-                f"inversion_step must be in 1..n_inference_steps={n_inference_steps}, got {inversion_step}"
-            )
+        check_inversion_step(inversion_step, n_inference_steps)
         if guidance_scale != 1.0:
             raise ValueError(
                 f"guidance_scale={guidance_scale}: only 1.0 (the official FastDrag path, no CFG) is implemented; "
@@ -126,9 +130,7 @@ class FastDrag:
         reset_peak_memory(self.backbone.device)
         trace = self.run(sample)
         info = {
-            **{f"time/{k}": v for k, v in trace.times.items()},
-            "iterations": 0,
-            "peak_mem_mb": peak_memory_mb(self.backbone.device),
+            **required_info(trace.times, 0, self.backbone.device),
             "weights": self.backbone.weights,
             "unet": self.unet_source,
             "latent_hw": list(trace.inverted.shape[-2:]),

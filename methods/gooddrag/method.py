@@ -20,18 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from dragbench.backbone import Backbone
-from dragbench.diffusion.attention import MutualSelfAttention, attention_for, self_attention_layers
+from dragbench.diffusion.attention import MutualSelfAttention, attention_for, controlled_layers
 from dragbench.diffusion.components import AUTO, component_requirements, with_component
 from dragbench.diffusion.ddim import cached_inversion, decode_latents, denoising_timesteps, to_uint8
-from dragbench.diffusion.features import UNetFeatureHooks
+from dragbench.diffusion.features import UNetFeatureHooks, check_unet_block
 from dragbench.diffusion.lora import PerImageLora
 from dragbench.diffusion.mask_term import mask_to_latent
-from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy
+from dragbench.diffusion.precision import require_float32_weights
+from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy, points_record
 from dragbench.progress import track
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
 from dragbench.weights import WeightFile
-from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
+from methods.base import EditResult, StageTimes, required_info, reset_peak_memory
 from methods.gooddrag.aldd import AlddParams, DragState, TimestepDrag, drag_at_timestep
 
 log = logging.getLogger(__name__)
@@ -136,22 +137,9 @@ class GoodDrag:
                 f"drag_end_step={drag_end_step}: must be in 0..{self.inversion_step - 1} (the drag timesteps "
                 "come from the inverted ones); lower method.drag_end_step or raise method.inversion_strength"
             )
-        n_blocks = len(backbone.unet.up_blocks)
-        if not 1 <= unet_block <= n_blocks:
-            raise ValueError(f"unet_block must be in 1..{n_blocks} (1-based up_blocks index), got {unet_block}")
-        n_layers = len(self_attention_layers(backbone.unet))
-        if not 0 <= start_layer <= n_layers:
-            raise ValueError(
-                f"start_layer={start_layer} but this UNet has {n_layers} self-attention layers: "
-                f"set method.start_layer in 0..{n_layers}"
-            )
-        if lora_steps < 0:
-            raise ValueError(f"lora_steps must be >= 0, got {lora_steps}")
-        if backbone.dtype != torch.float32:
-            raise ValueError(
-                f"model.dtype={str(backbone.dtype).removeprefix('torch.')}: GoodDrag runs in float32 here; "
-                "set model.dtype=float32"
-            )
+        check_unet_block(backbone.unet, unet_block)
+        controlled_layers(backbone.unet, start_layer)  # validates start_layer for this UNet
+        require_float32_weights(backbone, "GoodDrag", precision_knob=False)
         self.backbone, self.vae_label = with_component(backbone, "vae", vae, PAPER_VAE)
         if self.vae_label != "own" or vae == AUTO:
             log.info("GoodDrag VAE: %s (vae=%s)", self.vae_label, vae)
@@ -197,21 +185,16 @@ class GoodDrag:
         handles_xy = grid_rc_to_xy(trace.handles_rc, (sample.height, sample.width), trace.grid_hw)
         stops = [d.stopped for d in trace.drags if d.stopped]
         info = {
-            **{f"time/{k}": v for k, v in trace.times.items()},
-            "iterations": trace.optimizer_steps,
+            **required_info(trace.times, trace.optimizer_steps, self.backbone.device),
             "drag_timesteps": len(trace.drags),
             "tracking_rounds": sum(len(d.tracks) for d in trace.drags),
             "stop_reason": stops[-1] if stops else "drag_end_step",
             "losses": [loss for d in trace.drags for loss in d.losses],
-            "peak_mem_mb": peak_memory_mb(self.backbone.device),
             "weights": self.backbone.weights,
             "vae": self.vae_label,
             "precision": "fp32",
             "drag_timestep": trace.timesteps[0],
-            "supervision_grid_hw": list(trace.grid_hw),
-            "handles_init_rc": trace.handles_init_rc.tolist(),
-            "handles_final_rc": trace.handles_rc.tolist(),
-            "targets_rc": trace.targets_rc.tolist(),
+            **points_record(trace.grid_hw, trace.handles_init_rc, trace.handles_rc, trace.targets_rc),
         }
         return EditResult(image=trace.image, handles=handles_xy, info=info)
 

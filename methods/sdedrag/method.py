@@ -29,7 +29,7 @@ from dragbench.diffusion.lora import PerImageLora
 from dragbench.diffusion.lora_adapter import adapter_scale
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
-from methods.base import EditResult, StageTimes, peak_memory_mb, reset_peak_memory
+from methods.base import EditResult, StageTimes, required_info, reset_peak_memory
 from methods.sdedrag.copy_paste import copy_and_paste, drag_chunks, latent_mask, pixel_to_latent_xy
 from methods.sdedrag.cycle_sde import (
     backward_step,
@@ -146,13 +146,11 @@ class SDEDrag:
         reset_peak_memory(self.backbone.device)
         trace = self.run(sample)
         info = {
-            **{f"time/{k}": v for k, v in trace.times.items()},
-            "iterations": len(trace.chunks),
+            **required_info(trace.times, len(trace.chunks), self.backbone.device),
             "chunks": len(trace.chunks),
             "unet_calls": len(trace.chunks) * len(self.backward_timesteps),
             "latent_hw": list(trace.latent0.shape[-2:]),
             "mask_latent_cells": int(trace.mask.sum()),
-            "peak_mem_mb": peak_memory_mb(self.backbone.device),
             "weights": self.backbone.weights,
         }
         return EditResult(image=trace.image, handles=None, info=info)
