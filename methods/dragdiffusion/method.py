@@ -23,11 +23,9 @@ from dragbench.backbone import Backbone
 from dragbench.diffusion.attention import MutualSelfAttention, attention_for, controlled_layers
 from dragbench.diffusion.conditioning import Conditioning
 from dragbench.diffusion.ddim import (
-    cached_inversion,
     check_inversion_step,
     ddim_denoise,
     decode_latents,
-    drag_timestep,
     to_uint8,
 )
 from dragbench.diffusion.drag_loop import DragLoopResult, MotionLoss, PointTracker, drag_latent
@@ -37,10 +35,10 @@ from dragbench.diffusion.mask_term import mask_to_latent
 from dragbench.diffusion.motion_supervision import PatchMotionSupervision
 from dragbench.diffusion.point_tracking import NearestNeighbourTracker
 from dragbench.diffusion.precision import PrecisionPlan, require_float32_weights, resolve_precision
-from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy, points_record
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
-from methods.base import EditResult, StageTimes, required_info, reset_peak_memory
+from methods.base import StageTimes
+from methods.timestep_drag import TimestepDrag
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ class DragDiffusionTrace:
     times: dict[str, float] = field(default_factory=dict)
 
 
-class DragDiffusion:
+class DragDiffusion(TimestepDrag):
     """DragDiffusion with the official DragBench defaults (protocol §2); keys = conf/method/dragdiffusion.yaml.
 
     Args:
@@ -176,24 +174,12 @@ class DragDiffusion:
         self.motion_loss = motion_loss
 
     # ------------------------------------------------------------------ public API
-    def edit(self, sample: DragSample) -> EditResult:
-        """Drag-edit one sample; returns the edited image (input H x W), final handles (x, y) and info."""
-        reset_peak_memory(self.backbone.device)
-        trace = self.run(sample)
-        handles_xy = grid_rc_to_xy(trace.drag.handles_rc, (sample.height, sample.width), trace.grid_hw)
-        info = {
-            **required_info(trace.times, trace.drag.iterations, self.backbone.device),
-            "optimizer_steps": trace.drag.steps,
-            "reached_targets": trace.drag.reached,
-            "losses": list(trace.drag.losses),
-            "weights": self.backbone.weights,
-            "drag_timestep": trace.timestep,
+    def edit_info(self, sample: DragSample, trace: DragDiffusionTrace) -> dict[str, Any]:
+        """DragDiffusion's own info keys (`edit`, in TimestepDrag, adds the shared ones)."""
+        return {
             "internal_hw": [sample.height, sample.width],  # run at the input size, as official (no resize)
             "latent_hw": list(trace.inverted.shape[-2:]),
-            **points_record(trace.grid_hw, trace.handles_init_rc, trace.drag.handles_rc, trace.targets_rc),
-            **self.precision_plan.info(),
         }
-        return EditResult(image=trace.image, handles=handles_xy, info=info)
 
     def run(self, sample: DragSample) -> DragDiffusionTrace:
         """The whole edit, returning every intermediate (`edit` packages this)."""
@@ -239,31 +225,6 @@ class DragDiffusion:
             reference_float=reference_float,
             image=image,
             times=dict(times.seconds),
-        )
-
-    @property
-    def timestep(self) -> int:
-        """DDPM timestep of the drag (681 for inversion_step 35 of 50)."""
-        return drag_timestep(self.backbone.scheduler.config, self.n_inference_steps, self.inversion_step)
-
-    def grid_points(self, sample: DragSample) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
-        """Supervision grid (h, w) and the sample's handles / targets on it, (N, 2) float32 (row, col)."""
-        return grid_points((sample.height, sample.width), sample.handles, sample.targets, self.backbone.device)
-
-    def invert(self, sample: DragSample, lora_state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """VAE posterior mean x scale, then DDIM inversion to `self.timestep`: z_t (1, 4, h, w).
-
-        Uses the cache when one was given. `lora_state` only enters the cache key: the caller applies it.
-        """
-        return cached_inversion(
-            self.backbone,
-            sample.image,
-            sample.prompt,
-            self.n_inference_steps,
-            self.inversion_step,
-            lora_state,
-            self.cache,
-            self.precision_plan.inversion,
         )
 
     def drag(self, sample: DragSample, inverted: torch.Tensor, lora_active: bool = False) -> DragLoopResult:

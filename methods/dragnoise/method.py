@@ -26,11 +26,9 @@ from dragbench.backbone import Backbone
 from dragbench.diffusion.attention import attention_for
 from dragbench.diffusion.bottleneck import MidBlockOverride
 from dragbench.diffusion.ddim import (
-    cached_inversion,
     check_inversion_step,
     ddim_denoise,
     decode_latents,
-    drag_timestep,
     to_uint8,
 )
 from dragbench.diffusion.drag_loop import DragLoopResult, drag_latent
@@ -40,12 +38,10 @@ from dragbench.diffusion.mask_term import mask_to_latent
 from dragbench.diffusion.motion_supervision import PatchMotionSupervision
 from dragbench.diffusion.point_tracking import NearestNeighbourTracker
 from dragbench.diffusion.precision import PrecisionPlan, require_float32_weights, resolve_precision
-
-# DragNoise's supervision grid and point rounding are DragDiffusion's (official `sup_res = int(0.5 * size)`)
-from dragbench.diffusion.supervision_grid import grid_points, grid_rc_to_xy, points_record
 from dragbench.sample import DragSample
 from dragbench.validation import validate_sample
-from methods.base import EditResult, StageTimes, required_info, reset_peak_memory
+from methods.base import StageTimes
+from methods.timestep_drag import TimestepDrag
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +74,7 @@ class DragNoiseTrace:
     times: dict[str, float] = field(default_factory=dict)
 
 
-class DragNoise:
+class DragNoise(TimestepDrag):
     """DragNoise with the official DragBench defaults (protocol §8); keys = conf/method/dragnoise.yaml.
 
     Args:
@@ -156,23 +152,9 @@ class DragNoise:
         self.precision = precision
 
     # ------------------------------------------------------------------ public API
-    def edit(self, sample: DragSample) -> EditResult:
-        """Drag-edit one sample; returns the edited image (input H x W), final handles (x, y) and info."""
-        reset_peak_memory(self.backbone.device)
-        trace = self.run(sample)
-        handles_xy = grid_rc_to_xy(trace.drag.handles_rc, (sample.height, sample.width), trace.grid_hw)
-        info = {
-            **required_info(trace.times, trace.drag.iterations, self.backbone.device),
-            "optimizer_steps": trace.drag.steps,
-            "reached_targets": trace.drag.reached,
-            "losses": list(trace.drag.losses),
-            "weights": self.backbone.weights,
-            "drag_timestep": trace.timestep,
-            "bottleneck_shape": list(trace.bottleneck0.shape),
-            **points_record(trace.grid_hw, trace.handles_init_rc, trace.drag.handles_rc, trace.targets_rc),
-            **self.precision_plan.info(),
-        }
-        return EditResult(image=trace.image, handles=handles_xy, info=info)
+    def edit_info(self, sample: DragSample, trace: DragNoiseTrace) -> dict[str, Any]:
+        """DragNoise's own info keys (`edit`, in TimestepDrag, adds the shared ones)."""
+        return {"bottleneck_shape": list(trace.bottleneck0.shape)}
 
     def run(self, sample: DragSample) -> DragNoiseTrace:
         """The whole edit, returning every intermediate (`edit` packages this)."""
@@ -213,32 +195,6 @@ class DragNoise:
             edited_float=edited_float,
             image=image,
             times=dict(times.seconds),
-        )
-
-    @property
-    def timestep(self) -> int:
-        """DDPM timestep of the drag (681 for inversion_step 35 of 50)."""
-        return drag_timestep(self.backbone.scheduler.config, self.n_inference_steps, self.inversion_step)
-
-    def grid_points(self, sample: DragSample) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
-        """Supervision grid (h, w) and the sample's handles / targets on it, (N, 2) float32 (row, col)."""
-        return grid_points((sample.height, sample.width), sample.handles, sample.targets, self.backbone.device)
-
-    def invert(self, sample: DragSample, lora_state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """VAE posterior mean x scale, then DDIM inversion to `self.timestep`: z_t (1, 4, h, w).
-
-        The caller applies the LoRA; the toolkit's `cached_inversion` names it and the attention processors in
-        the cache key as for DragDiffusion, so the two methods share an inversion whenever their inputs are equal.
-        """
-        return cached_inversion(
-            self.backbone,
-            sample.image,
-            sample.prompt,
-            self.n_inference_steps,
-            self.inversion_step,
-            lora_state,
-            self.cache,
-            self.precision_plan.inversion,
         )
 
     def drag(self, sample: DragSample, inverted: torch.Tensor) -> tuple[torch.Tensor, DragLoopResult]:
