@@ -367,3 +367,66 @@ def test_records_that_contradict_the_init_kwargs_are_refused() -> None:
     layer.state["conv_clamp"] = 128  # blocks that disagree among themselves
     with pytest.raises(ValueError, match="do not state one conv_clamp"):
         synthesis_settings_from_records(record)
+
+
+# --- StyleGAN-Human (DragGAN's full-body domain): an R x R/2 generator, padded to R x R as DragGAN loads it ---
+
+
+@pytest.mark.parametrize("square_in_kwargs", [True, False], ids=["train_py_kwargs", "kwargs_without_square"])
+def test_stylegan_human_snapshot_loads_and_matches_draggans_padded_generator(
+    tmp_path: Path, square_in_kwargs: bool
+) -> None:
+    """A StyleGAN-Human training snapshot rebuilt from the structure its own code pickles (DragGAN's copy,
+    tests/data/stylegan2_official/README.md) loads without running it; the rectangle is recognised from its
+    weights whether or not the init kwargs say `square` (DragGAN's renderer passes it itself, so a released
+    file need not), and image and features equal DragGAN's `square=False, padding=True` generator."""
+    facts = json.loads((OFFICIAL / "tiny64_human.json").read_text())
+    weights = load_file(OFFICIAL / "tiny64_human_G_ema.safetensors")
+    expected = load_file(OFFICIAL / "tiny64_human_expected.safetensors")
+    skeleton = facts["G_ema_skeleton"]
+    if not square_in_kwargs:
+        for key, value in skeleton["state"]["__dict__"]:
+            if key == "_init_kwargs":
+                value["__dict__"] = [kv for kv in value["__dict__"] if kv[0] != "square"]
+    sentinel = tmp_path / "pwned.txt"
+    src = f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('pwned')\n"
+    with official_stand_ins() as fake:
+
+        def make_record(class_name: str, version: int, state: dict) -> _Record:
+            return _Record(fake.reconstruct, class_name, version, src, state)
+
+        skeletons = {**facts["pickle_skeleton"], "G_ema": skeleton}
+        data = {
+            key: _from_skeleton(
+                skeletons[key], make_record, _tensor_maker(weights if key in ("G", "G_ema") else {}), fake.EasyDict
+            )
+            for key in facts["top_level_keys"]
+        }
+        path = tmp_path / "stylegan_human_v2_64.pkl"
+        path.write_bytes(pickle.dumps(data))
+    assert _numpy1_spelling(_globals_of(path)) == _numpy1_spelling(facts["pickle_globals"])
+    g = load_generator(path).generator
+    assert not sentinel.exists()
+    assert g.synthesis.square is False and g.synthesis.b4.const.shape[-2:] == (4, 2)
+    assert facts["shapes"] == {"img": [2, 3, 64, 64], "img_unpadded": [2, 3, 64, 32]}
+    ws = g.mapping(expected["z"])
+    img, feats = g.synthesis(ws, noise_mode="const")
+    assert (ws - expected["natural/ws"]).abs().max() <= 1e-5  # measured bit-identical
+    assert (img - expected["natural/img"]).abs().max() <= 1e-4  # measured 3.9e-6 (|img| <= 6.7)
+    assert torch.equal(img[..., :16], torch.ones_like(img[..., :16]))  # DragGAN pads with white ...
+    assert (img[..., 16:48] - expected["natural/img_unpadded"]).abs().max() <= 1e-4  # ... around the rectangle
+    for f in feats:  # every block's output, padded with 0 (what DragGAN tracks and supervises on)
+        assert f.shape[-2] == f.shape[-1]
+        assert (f[:1] - expected[f"natural/feat_b{f.shape[-2]}"]).abs().max() <= 1e-4  # measured <= 3.3e-6
+    img_psi, _ = g.synthesis(g.mapping(expected["z"], truncation_psi=0.7), noise_mode="const")
+    assert (img_psi - expected["natural/img_psi07"]).abs().max() <= 1e-4  # measured 3.1e-6
+
+
+def test_rectangle_generators_round_trip_as_state_dicts(tmp_path: Path) -> None:
+    """A state dict alone (safetensors without kwargs, .pt) says it is a rectangle through its 4 x 2 const."""
+    g = build_tiny_generator(resolution=32, channel_base=256, channel_max=16, seed=2, square=False)
+    layer = g.synthesis.b32.conv1
+    assert layer.noise_const.shape == layer.noise_shape == (32, 16)
+    torch.save(g.state_dict(), tmp_path / "human.pt")
+    _assert_same_generator(load_generator(tmp_path / "human.pt").generator, g)
+    assert infer_init_kwargs(g.state_dict())["img_resolution"] == 32

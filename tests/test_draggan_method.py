@@ -170,6 +170,21 @@ def test_adapter_on_real_non_square_sample() -> None:
     assert result.info["recon_mse"] < 1.0 and result.info["iterations"] <= 10
 
 
+def test_full_body_domain_edits_through_the_padded_rectangle() -> None:
+    """draggan_tiny's `human` domain is StyleGAN-Human's layout (R x R/2, padded to R x R as DragGAN loads it):
+    inversion, drag and paste run on the square canvas, whose side bands the generator paints white."""
+    method = tiny_method(routing="category", category_routes={"*": "human"}, max_iters=3, inversion_steps=5)
+    g, _ = method.generator("human")
+    assert g.synthesis.square is False and g.synthesis.b4.const.shape[-2:] == (4, 2)
+    sample = _square_sample("human_full_body")
+    result = method.edit(sample)
+    assert result.status == "ok" and result.info["gan_model"] == "human"
+    assert result.image.shape == sample.image.shape and result.handles.shape == sample.handles.shape
+    band = result.image[:, :20].astype(float)  # 128-px canvas: 32 white columns each side -> 24 at 96 px
+    assert band.min() >= 250, band.min()  # white padding (1.0 -> 255), whatever the inversion did inside
+    assert result.image[:, 30:66].astype(float).std() > 5  # the generated rectangle in the middle
+
+
 def test_unsupported_category_returns_the_original() -> None:
     method = tiny_method(routing="category", category_routes={"human_head": "ffhq", "*": None})
     sample = _square_sample("interior_design")

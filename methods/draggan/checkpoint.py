@@ -6,6 +6,8 @@ object's `__dict__` (parameters, buffers, sub-modules, init kwargs); a normal un
 restricted unpickler resolves only tensors, numpy scalars/arrays and plain containers, turns each persistent
 object into an inert `PersistentRecord` (source kept as text, never executed) and anything else is refused.
 Plain state dicts (`.pt`/`.pth` via `torch.load(weights_only=True)`, `.safetensors`) are also accepted.
+StyleGAN-Human's full-body generator (a fork of stylegan2-ada-pytorch whose planes are R x R/2) is recognised
+by its rectangular `synthesis.b4.const` and padded to square as DragGAN loads it (`stylegan2.SynthesisNetwork`).
 Settings the init kwargs leave to class defaults (conv_clamp, fp16 blocks) are read from the pickled
 sub-modules, and every pickled module setting is checked against the built generator. Verified against
 NVIDIA's stylegan2-ada-pytorch / stylegan3 pickles (snapshots and `legacy.py` TF conversions):
@@ -185,8 +187,22 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def plane_from_state(init_kwargs: dict, state: dict[str, Tensor]) -> dict:
+    """`init_kwargs` with `square=False` added when the weights are StyleGAN-Human's rectangle (its 4 x 2
+    `synthesis.b4.const`) and the kwargs do not say: DragGAN's renderer passes `square` itself when it loads
+    that pickle, so a released snapshot need not record it."""
+    const = state.get("synthesis.b4.const")
+    if const is None or const.shape[-1] == const.shape[-2]:
+        return init_kwargs
+    kw = copy.deepcopy(init_kwargs)
+    target = kw["synthesis_kwargs"] if "synthesis_kwargs" in kw else kw
+    if "square" not in kw and "square" not in target:
+        target["square"] = False
+    return kw
+
+
 def _build_and_load(state: dict[str, Tensor], init_kwargs: dict, source: str, meta: dict) -> LoadedGenerator:
-    gen = build_generator(init_kwargs)
+    gen = build_generator(plane_from_state(init_kwargs, state))
     missing, unexpected = gen.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -201,7 +217,7 @@ def _build_and_load(state: dict[str, Tensor], init_kwargs: dict, source: str, me
 CHECKED_ATTRIBUTES = (
     "z_dim", "c_dim", "w_dim", "num_ws", "img_resolution", "img_channels", "num_layers", "resolution",
     "in_channels", "up", "use_noise", "activation", "conv_clamp", "is_last", "use_fp16", "architecture",
-    "num_conv", "num_torgb", "block_resolutions", "weight_gain", "bias_gain",
+    "num_conv", "num_torgb", "block_resolutions", "weight_gain", "bias_gain", "square",
 )  # fmt: skip
 
 

@@ -214,6 +214,7 @@ class DragGAN:
             if domain.is_random:
                 seed = self.tiny_generator.get("seed") if domain.seed is None else domain.seed
                 kwargs = {**self.tiny_generator, "resolution": domain.resolution, "seed": seed}
+                kwargs["square"] = domain.square
                 g, label = build_tiny_generator(**kwargs), "random"
             else:
                 g, label = load_generator(domain.checkpoint).generator, "real"

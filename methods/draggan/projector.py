@@ -162,7 +162,7 @@ def project(
     repeat = 1 if space == "w" else g.num_ws
     w_opt = w_avg.repeat(1, repeat, 1).clone().to(device).requires_grad_(True)  # (1, 1|num_ws, w_dim)
     noises = [
-        torch.randn(layer.resolution, layer.resolution, generator=gen).to(device)
+        torch.randn(*layer.noise_shape, generator=gen).to(device)
         for layer in g.synthesis.noise_layers()
     ]
     params = [w_opt] + ([n.requires_grad_(True) for n in noises] if optimize_noise else [])

@@ -16,7 +16,7 @@ ROUTING_MODES = ("clip", "category")
 DEFAULT_ROUTE_KEY = "*"  # category-routing entry used for categories not listed explicitly
 RANDOM_WEIGHTS = "random"  # a domain checkpoint meaning "build a tiny random generator" (weights=random)
 _DOMAIN_KEYS = {"checkpoint", "description", "resolution"}
-_OPTIONAL_DOMAIN_KEYS = {"seed"}
+_OPTIONAL_DOMAIN_KEYS = {"seed", "square"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class Domain:
         resolution: the generator's native square resolution; its canvas (methods/draggan/canvas.py) is this
             size, and a loaded checkpoint of another size is refused.
         seed: tiny random generators only: the seed it is built with (None: `tiny_generator.seed`).
+        square: tiny random generators only: False builds StyleGAN-Human's R x R/2 layout (padded to the
+            square canvas as DragGAN does); a loaded checkpoint's layout comes from its weights.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Domain:
     description: str
     resolution: int
     seed: int | None = None
+    square: bool = True
 
     @property
     def is_random(self) -> bool:
@@ -44,7 +47,7 @@ class Domain:
 
 
 def parse_domains(domains: Mapping[str, Mapping[str, Any]]) -> dict[str, Domain]:
-    """`method.domains` (name -> {checkpoint, description, resolution[, seed]}) as `Domain`s, in config order.
+    """`method.domains` (name -> {checkpoint, description, resolution[, seed, square]}) as `Domain`s, in order.
 
     Raises:
         ValueError: no domain, or an entry with missing / unknown keys or a non-positive resolution.
@@ -59,7 +62,7 @@ def parse_domains(domains: Mapping[str, Mapping[str, Any]]) -> dict[str, Domain]
         missing, unknown = _DOMAIN_KEYS - keys, keys - _DOMAIN_KEYS - _OPTIONAL_DOMAIN_KEYS
         if missing or unknown:
             raise ValueError(
-                f"method.domains.{name} needs exactly {sorted(_DOMAIN_KEYS)} (+ optional seed); "
+                f"method.domains.{name} needs exactly {sorted(_DOMAIN_KEYS)} (+ optional seed, square); "
                 f"missing {sorted(missing)}, unknown {sorted(unknown)}"
             )
         if int(entry["resolution"]) <= 0:
@@ -71,6 +74,7 @@ def parse_domains(domains: Mapping[str, Mapping[str, Any]]) -> dict[str, Domain]
             str(entry["description"]),
             int(entry["resolution"]),
             None if seed is None else int(seed),
+            bool(entry.get("square", True)),
         )
     return out
 

@@ -219,6 +219,12 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def plane_shape(resolution: int, square: bool = True) -> tuple[int, int]:
+    """A synthesis plane's (height, width): square, or StyleGAN-Human's full-body rectangle (width = height / 2;
+    its `training/networks.py` with `square=False`)."""
+    return (resolution, resolution) if square else (resolution, resolution // 2)
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv + noise + bias + lrelu; params `affine.*`, `weight`, `noise_strength`, `bias`."""
 
@@ -233,20 +239,27 @@ class SynthesisLayer(nn.Module):
         use_noise: bool = True,
         activation: str = "lrelu",
         conv_clamp: float | None = None,
+        square: bool = True,
     ) -> None:
         super().__init__()
         self.resolution, self.up, self.use_noise = resolution, up, use_noise
-        self.activation, self.conv_clamp = activation, conv_clamp
+        self.activation, self.conv_clamp, self.square = activation, conv_clamp, square
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.register_buffer("resample_filter", setup_filter())
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", torch.randn(list(self.noise_shape)))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        """(height, width) of this layer's output and noise map: (r, r), or (r, r // 2) for a rectangle."""
+        return plane_shape(self.resolution, self.square)
+
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const", noise: Tensor | None = None) -> Tensor:
-        """x (B, I, r/up, r/up), w (B, w_dim) -> (B, O, r, r). `noise` (r, r) overrides `noise_mode`."""
+        """x (B, I, r/up, r/up), w (B, w_dim) -> (B, O, r, r) (width r // 2 for a rectangle). `noise` of
+        `noise_shape` overrides `noise_mode`."""
         styles = self.affine(w)  # (B, I)
         n = None
         if self.use_noise:
@@ -255,10 +268,7 @@ class SynthesisLayer(nn.Module):
             elif noise_mode == "const":
                 n = self.noise_const * self.noise_strength
             elif noise_mode == "random":
-                n = (
-                    torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
-                    * self.noise_strength
-                )
+                n = torch.randn([x.shape[0], 1, *self.noise_shape], device=x.device) * self.noise_strength
             elif noise_mode != "none":
                 raise ValueError(f"noise_mode must be const|random|none, got {noise_mode!r}")
         x = modulated_conv2d(
@@ -307,6 +317,7 @@ class SynthesisBlock(nn.Module):
         architecture: str = "skip",
         conv_clamp: float | None = None,
         use_fp16: bool = False,
+        square: bool = True,
         **layer_kwargs,
     ) -> None:
         super().__init__()
@@ -318,18 +329,16 @@ class SynthesisBlock(nn.Module):
             is_last,
             use_fp16,
         )
+        self.square = square
         self.register_buffer("resample_filter", setup_filter())
         self.num_conv, self.num_torgb = 0, 0
+        layer_kwargs = {"conv_clamp": conv_clamp, "square": square, **layer_kwargs}
         if in_channels == 0:
-            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+            self.const = nn.Parameter(torch.randn([out_channels, *plane_shape(resolution, square)]))
         else:
-            self.conv0 = SynthesisLayer(
-                in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp, **layer_kwargs
-            )
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **layer_kwargs)
             self.num_conv += 1
-        self.conv1 = SynthesisLayer(
-            out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, **layer_kwargs
-        )
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **layer_kwargs)
         self.num_conv += 1
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_torgb += 1
@@ -361,8 +370,20 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
+def pad_to_square(x: Tensor, value: float) -> Tensor:
+    """(B, C, H, W) with W <= H -> (B, C, H, H), padded with `value` by (H - W) // 2 left and right (DragGAN's
+    StyleGAN-Human `Generator.forward` with `padding=True`)."""
+    pad = (x.shape[-2] - x.shape[-1]) // 2
+    return F.pad(x, (pad, pad), "constant", value)
+
+
 class SynthesisNetwork(nn.Module):
-    """w+ (B, num_ws, w_dim) -> image and per-block features; blocks `b4`, `b8`, ..., `b{img_resolution}`."""
+    """w+ (B, num_ws, w_dim) -> image and per-block features; blocks `b4`, `b8`, ..., `b{img_resolution}`.
+
+    `square=False` is StyleGAN-Human's full-body rectangle (R x R/2). Its outputs are padded to R x R as
+    DragGAN's renderer loads that generator (`padding=True`: the image with 1 = white, the features with 0,
+    equally left and right), so every caller sees a square canvas.
+    """
 
     def __init__(
         self,
@@ -372,9 +393,11 @@ class SynthesisNetwork(nn.Module):
         channel_base: int = 32768,
         channel_max: int = 512,
         num_fp16_res: int = 0,
+        square: bool = True,
         **block_kwargs,
     ) -> None:
         super().__init__()
+        self.square = square
         log2 = int(np.log2(img_resolution))
         if img_resolution != 2**log2 or img_resolution < 4:
             raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
@@ -394,6 +417,7 @@ class SynthesisNetwork(nn.Module):
                 img_channels,
                 is_last,
                 use_fp16=res >= fp16_resolution,
+                square=square,
                 **block_kwargs,
             )
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
@@ -417,7 +441,8 @@ class SynthesisNetwork(nn.Module):
             noises: optional per-layer noise maps (r, r) in `noise_layers()` order; override noise_mode.
 
         Returns:
-            image (B, C, R, R) roughly in [-1, 1], and the list of block outputs (B, C_b, r_b, r_b), b4 first.
+            image (B, C, R, R) roughly in [-1, 1], and the list of block outputs (B, C_b, r_b, r_b), b4 first
+            (a rectangle's padded to square, see the class docstring).
         """
         x = img = None
         feats, w_idx, n_idx = [], 0, 0
@@ -428,6 +453,9 @@ class SynthesisNetwork(nn.Module):
             feats.append(x)
             w_idx += block.num_conv
             n_idx += block.num_conv
+        if not self.square:
+            img = pad_to_square(img, value=1.0)
+            feats = [pad_to_square(f, value=0.0) for f in feats]
         return img, feats
 
 
@@ -482,6 +510,7 @@ GENERATOR_KWARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 #: converter (legacy.py `convert_tf_generator`) writes them, and `resample_filter`, explicitly.
 SYNTHESIS_KWARGS = (
     "channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture", "use_noise", "activation",
+    "square",
 )  # fmt: skip
 MAPPING_KWARGS = (
     "num_layers",
@@ -549,10 +578,12 @@ def build_tiny_generator(
     channel_max: int = 32,
     mapping_layers: int = 2,
     seed: int = 0,
+    square: bool = True,
 ) -> Generator:
     """A randomly initialised small StyleGAN2 (same code and names as the real one), for offline runs/tests.
 
     Noise strengths stay at their official initial value 0 (fixed noise would not move with the content).
+    `square=False`: StyleGAN-Human's R x R/2 layout (`SynthesisNetwork`).
     """
     gen = torch.Generator().manual_seed(seed)
     torch_state = torch.random.get_rng_state()
@@ -565,7 +596,8 @@ def build_tiny_generator(
             img_resolution=resolution,
             img_channels=3,
             mapping_kwargs={"num_layers": mapping_layers},
-            synthesis_kwargs={"channel_base": channel_base, "channel_max": channel_max},
+            synthesis_kwargs={"channel_base": channel_base, "channel_max": channel_max}
+            | ({} if square else {"square": False}),
         )
     finally:
         torch.random.set_rng_state(torch_state)
