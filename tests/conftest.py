@@ -174,3 +174,55 @@ def run_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
     yield run
     GlobalHydra.instance().clear()
     HydraConfig.instance().cfg = None  # later in-process jobs must not see this run's hydra.* settings
+
+
+@pytest.fixture
+def run_on_real_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The held-out check of a method, in this process: `experiments.run model=sd15 model.pretrained=<the
+    official-ref tiny SD-1.5 folder> eval=tiny dataset=dragbench dataset.root=<the real samples> <overrides>`
+    into tmp_path/<name>, with a cache of its own (two runs share nothing).
+
+    `run(name, *overrides)` returns (results.csv rows, the edited images in sample-id order).
+    """
+    import csv
+
+    import numpy as np
+    from PIL import Image
+    from shared_data import OFFICIAL_REF, REAL_SAMPLES
+
+    from experiments.run import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+
+    def run(name: str, *overrides: str) -> tuple[list[dict], list[np.ndarray]]:
+        out = tmp_path / name
+        monkeypatch.setenv("DRAGBENCH_CACHE_DIR", str(out / "cache"))
+        monkeypatch.setattr(
+            sys,
+            "argv",
+            [
+                "experiments.run",
+                "hydra/job_logging=none",
+                "hydra/hydra_logging=none",
+                "logger=none",
+                "device=cpu",
+                "model=sd15",
+                f"model.pretrained={OFFICIAL_REF / 'tiny-sd15'}",
+                "eval=tiny",
+                "dataset=dragbench",
+                f"dataset.root={REAL_SAMPLES}",
+                "aggregate.n_boot=50",
+                *overrides,
+                f"hydra.run.dir={out}",
+            ],
+        )
+        GlobalHydra.instance().clear()
+        main()
+        rows = list(csv.DictReader((out / "results.csv").open()))
+        images = [np.asarray(Image.open(p)) for p in sorted(out.glob("edits/*/*/dragged_image.png"))]
+        return rows, images
+
+    yield run
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None

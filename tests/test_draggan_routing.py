@@ -4,15 +4,12 @@ is deterministic and recorded, every ensemble entry is in the preflight, IF unpa
 
 from __future__ import annotations
 
-import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
 from shared_data import OFFICIAL_REF, REAL_SAMPLES
 
 from dragbench.sample import DragSample
@@ -255,43 +252,20 @@ def test_unpasted_fidelity_known_answer() -> None:
     assert out["image_fidelity_unpasted"] == 0.5  # averaged over the samples it is defined on
 
 
-def _run_job(tmp_path: Path, monkeypatch, name: str, categories: list[str], resize: int | None) -> list[dict]:
-    from hydra.core.global_hydra import GlobalHydra
-
-    from experiments.run import main
-
-    out = tmp_path / name
-    monkeypatch.setenv("DRAGBENCH_CACHE_DIR", str(out / "cache"))
-    monkeypatch.chdir(tmp_path)
-    argv = [
-        "experiments.run",
-        "hydra/job_logging=none",
-        "hydra/hydra_logging=none",
-        "logger=none",
-        "device=cpu",
+def _run_job(run_on_real_samples, categories: list[str], resize: int | None) -> list[dict]:
+    rows, images = run_on_real_samples(
+        "job",
         "method=draggan_tiny",
-        "model=sd15",
-        f"model.pretrained={OFFICIAL_REF / 'tiny-sd15'}",
-        "eval=tiny",
-        "dataset=dragbench",
-        f"dataset.root={REAL_SAMPLES}",
         f"dataset.categories=[{','.join(categories)}]",
         f"dataset.resize={'null' if resize is None else resize}",
         "method.max_iters=2",
         "method.inversion_steps=2",
         "method.w_avg_samples=32",
-        "aggregate.n_boot=50",
-        f"hydra.run.dir={out}",
-    ]
-    monkeypatch.setattr(sys, "argv", argv)
-    GlobalHydra.instance().clear()
-    main()
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    )
     assert [r["status"] for r in rows] == ["ok"] * len(rows), [r.get("error") for r in rows]
     domains = set(_kwargs("draggan_tiny")["domains"])
     assert all(r["info/gan_model"] in domains for r in rows)
-    for r in rows:
-        edited = np.asarray(Image.open(out / "edits" / r["sample_id"] / "dragged_image.png"))
+    for r, edited in zip(rows, images, strict=True):  # edits sort like the rows (category order)
         assert edited.shape[:2] == (int(r["eval_height"]), int(r["eval_width"]))  # the input's size
         assert 0 < float(r["image_fidelity_unpasted"]) <= float(r["image_fidelity"]) + 1e-6
     return rows
@@ -302,12 +276,12 @@ def _need_real() -> None:
         pytest.skip(f"real DragBench samples / tiny SD weights not found under {REAL_SAMPLES.parent}")
 
 
-def test_tiny_ensemble_on_two_real_samples_is_ok_and_deterministic(tmp_path: Path, monkeypatch) -> None:
+def test_tiny_ensemble_on_two_real_samples_is_ok_and_deterministic(run_on_real_samples) -> None:
     _need_real()
     from dragbench import load_sample
 
     cats = ["building_countryside_view", "human_full_body"]  # 341 x 512 and 768 x 512: crops of the canvas
-    rows = _run_job(tmp_path, monkeypatch, "a", cats, 256)  # eval (DIFT) at 256 px wide keeps this fast
+    rows = _run_job(run_on_real_samples, cats, 256)  # eval (DIFT) at 256 px wide keeps this fast
     assert [r["category"] for r in rows] == cats
     fast = dict(max_iters=2, inversion_steps=2, w_avg_samples=32)
     for category in cats:  # the method itself, twice on the full-size sample: same route, same pixels
@@ -319,9 +293,9 @@ def test_tiny_ensemble_on_two_real_samples_is_ok_and_deterministic(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_tiny_ensemble_covers_every_real_category(tmp_path: Path, monkeypatch) -> None:
+def test_tiny_ensemble_covers_every_real_category(run_on_real_samples) -> None:
     _need_real()
     categories = sorted(p.name for p in REAL_SAMPLES.iterdir() if p.is_dir())
-    rows = _run_job(tmp_path, monkeypatch, "all", categories, 256)  # native size: ~200 s of DIFT on 2 cores
+    rows = _run_job(run_on_real_samples, categories, 256)  # native size: ~200 s of DIFT on 2 cores
     assert {r["category"] for r in rows} == set(categories) and len(categories) == 10
     assert len({r["info/gan_model"] for r in rows}) >= 3  # the tiny CLIP spreads them over several domains

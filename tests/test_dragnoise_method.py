@@ -3,16 +3,13 @@ mask term, the YAML, and the held-out check (real DragBench samples through `exp
 
 from __future__ import annotations
 
-import csv
 import inspect
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
 from shared_data import OFFICIAL_REF, REAL_SAMPLES
 
 from dragbench.diffusion.bottleneck import MidBlockOverride
@@ -164,32 +161,15 @@ def test_bad_knobs_fail_at_construction(tiny_backbone):
         pytest.param(None, [(732, 512), (341, 512)], id="full-size", marks=pytest.mark.slow),
     ],
 )
-def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monkeypatch, resize, sizes):
+def test_held_out_real_samples_run_ok_same_size_and_deterministic(run_on_real_samples, resize, sizes):
     """`experiments.run method=dragnoise model=sd15 model.pretrained=<tiny> dataset=dragbench` on real
     interior_design samples (non-square; resized to width 128, or both at full size), knobs shrunk: status ok,
     output of the input's size, identical across two runs that share no cache."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from experiments.run import main
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     images = []
     for run in ("a", "b"):
-        out = tmp_path / run
-        monkeypatch.setenv("DRAGBENCH_CACHE_DIR", str(out / "cache"))
-        monkeypatch.chdir(tmp_path)
-        argv = [
-            "experiments.run",
-            "hydra/job_logging=none",
-            "hydra/hydra_logging=none",
-            "logger=none",
-            "device=cpu",
+        rows, edits = run_on_real_samples(
+            run,
             "method=dragnoise",
-            "model=sd15",
-            f"model.pretrained={OFFICIAL_REF / 'tiny-sd15'}",
-            "eval=tiny",
-            "dataset=dragbench",
-            f"dataset.root={REAL_SAMPLES}",
             "dataset.categories=[interior_design]",
             f"dataset.limit={len(sizes)}",
             f"dataset.resize={'null' if resize is None else resize}",
@@ -198,17 +178,10 @@ def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monk
             "method.max_iters=2",
             "method.n_inference_steps=10",
             "method.inversion_step=7",
-            "aggregate.n_boot=50",
-            f"hydra.run.dir={out}",
-        ]
-        monkeypatch.setattr(sys, "argv", argv)
-        GlobalHydra.instance().clear()
-        main()
-        rows = list(csv.DictReader((out / "results.csv").open()))
+        )
         assert [r["status"] for r in rows] == ["ok"] * len(sizes), [r.get("error") for r in rows]
         assert [int(r["iterations"]) for r in rows] == [2] * len(sizes)
-        pngs = sorted(out.glob("edits/*/*/dragged_image.png"))
-        images.append([np.asarray(Image.open(p)) for p in pngs])
+        images.append(edits)
     assert [im.shape[:2] for im in images[0]] == sizes  # the inputs' (H, W) (resize rounds to multiples of 8)
     for a, b in zip(*images, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -3,14 +3,11 @@ the tiny backbone, and the held-out real-sample check (protocol §9)."""
 
 from __future__ import annotations
 
-import csv
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from shared_data import OFFICIAL_REF, REAL_SAMPLES
 
 from dragbench.diffusion.attention import StoredKeyValues, self_attention_layers, up_block_start_layer
@@ -225,45 +222,22 @@ def test_weight_requirements_name_the_lcm_unet_only_for_a_hub_backbone(tmp_path)
         pytest.param(None, [(512, 512), (341, 512)], id="full-size", marks=pytest.mark.slow),  # ~100 s in all
     ],
 )
-def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monkeypatch, resize, sizes):
+def test_held_out_real_samples_run_ok_same_size_and_deterministic(run_on_real_samples, resize, sizes):
     """`experiments.run method=fastdrag model=sd15 model.pretrained=<tiny> dataset=dragbench` on 2 real samples
     (one square, one 512x341): status ok, output of the input's size, identical across two runs."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from experiments.run import main
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
     images = []
     for run in ("a", "b"):
-        out = tmp_path / run
-        argv = [
-            "experiments.run",
-            "hydra/job_logging=none",
-            "hydra/hydra_logging=none",
-            "logger=none",
-            "device=cpu",
+        rows, edits = run_on_real_samples(
+            run,
             "method=fastdrag",
-            "model=sd15",
-            f"model.pretrained={OFFICIAL_REF / 'tiny-sd15'}",
             "model.local_files_only=true",
-            "eval=tiny",
-            "dataset=dragbench",
-            f"dataset.root={REAL_SAMPLES}",
             "dataset.categories=[building_city_view,building_countryside_view]",
             "dataset.limit=2",
             f"dataset.resize={'null' if resize is None else resize}",
-            "aggregate.n_boot=50",
-            f"hydra.run.dir={out}",
-        ]
-        monkeypatch.setattr(sys, "argv", argv)
-        GlobalHydra.instance().clear()
-        main()
-        rows = list(csv.DictReader((out / "results.csv").open()))
+        )
         assert [r["status"] for r in rows] == ["ok", "ok"], [r.get("error") for r in rows]
         assert [r["info/unet"] for r in rows] == ["own", "own"]  # auto on a local backbone folder
-        pngs = sorted(out.glob("edits/*/*/dragged_image.png"))
-        images.append([np.asarray(Image.open(p)) for p in pngs])
+        images.append(edits)
     assert [im.shape[:2] for im in images[0]] == sizes  # the inputs' (H, W)
     for a, b in zip(*images, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -3,14 +3,11 @@ edit moves content toward the target, and real DragBench samples run through `ex
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import sys
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from shared_data import OFFICIAL_REF, REAL_SAMPLES
 
 from dragbench.diffusion.lora_adapter import adapter_scale, lora_applied
@@ -173,46 +170,22 @@ def test_bad_settings_say_which_knob(tiny_backbone):
         pytest.param(None, id="full-size", marks=pytest.mark.slow),
     ],
 )
-def test_held_out_real_samples_run_ok_same_size_and_deterministic(tmp_path, monkeypatch, resize):
+def test_held_out_real_samples_run_ok_same_size_and_deterministic(run_on_real_samples, resize):
     """`experiments.run method=sdedrag model=sd15 model.pretrained=<tiny> dataset=dragbench` on a real sample
     (the 512x341 one, resized to width 128 or at full size; LoRA 2 steps and a 20-step SDE grid for time):
     ok, the input's size, identical across two runs that share no cache."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from experiments.run import main
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     images = []
     for run in ("a", "b"):
-        out = tmp_path / run
-        monkeypatch.setenv("DRAGBENCH_CACHE_DIR", str(out / "cache"))
-        monkeypatch.chdir(tmp_path)
-        argv = [
-            "experiments.run",
-            "hydra/job_logging=none",
-            "hydra/hydra_logging=none",
-            "logger=none",
-            "device=cpu",
+        rows, edits = run_on_real_samples(
+            run,
             "method=sdedrag",
             "method.lora_steps=2",
             "method.steps=20",
-            "model=sd15",
-            f"model.pretrained={OFFICIAL_REF / 'tiny-sd15'}",
-            "eval=tiny",
-            "dataset=dragbench",
-            f"dataset.root={REAL_SAMPLES}",
             "dataset.categories=[building_countryside_view]",
             f"dataset.resize={'null' if resize is None else resize}",
-            "aggregate.n_boot=50",
-            f"hydra.run.dir={out}",
-        ]
-        monkeypatch.setattr(sys, "argv", argv)
-        GlobalHydra.instance().clear()
-        main()
-        rows = list(csv.DictReader((out / "results.csv").open()))
+        )
         assert [r["status"] for r in rows] == ["ok"], [r.get("error") for r in rows]
-        pngs = sorted(out.glob("edits/*/*/dragged_image.png"))
-        images.append([np.asarray(Image.open(p)) for p in pngs])
+        images.append(edits)
         for row, image in zip(rows, images[-1], strict=True):  # edits sort like the rows (category order)
             assert image.shape[:2] == (int(row["eval_height"]), int(row["eval_width"]))  # the input's size
     assert len(images[0]) == 1 and images[0][0].shape[1] != images[0][0].shape[0]  # a non-square sample
