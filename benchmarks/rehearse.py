@@ -5,7 +5,8 @@
    NVIDIA-style StyleGAN2 512-px pickles), once per --out folder;
 2. runs the README's real-weights commands as subprocesses on full-size real DragBench samples:
    DragDiffusion (`model.pretrained=`, `eval.pretrained=`, `TORCH_HOME=`), DragGAN (`DRAGGAN_CKPT_DIR=`),
-   and DragGAN again with an empty checkpoint folder;
+   and DragGAN again with an empty checkpoint folder; `--methods` adds GoodDrag, DragNoise, FastDrag and
+   SDE-Drag on the same SD-1.5 folder (or picks any subset);
 3. checks: every sample `ok`, finite MD and IF, the official evaluator used (weights label `real`), and the
    job without DragGAN checkpoints stopping before its first sample with one line;
 4. prints a table per stage: seconds, peak memory and precision mode (from results.csv) beside the anchors
@@ -13,6 +14,7 @@
 
     python -m benchmarks.rehearse --quick --data /path/to/DragBench      # 2 CPU cores: minutes
     python -m benchmarks.rehearse --data /path/to/DragBench               # GPU: paper defaults, all samples
+    python -m benchmarks.rehearse --data DIR --methods dragdiffusion,gooddrag,dragnoise,fastdrag,sdedrag,draggan
 
 `--quick` reduces steps through the documented knobs only (QUICK_KNOBS) and runs one sample per method.
 Exit status 1 when a check fails; 0 with one "SKIPPED" line when there are no real samples.
@@ -54,7 +56,30 @@ QUICK_KNOBS = {
         "method.pti_steps=1",
         "method.max_iters=2",
     ),
+    "gooddrag": (
+        "method.lora_steps=2",
+        "method.lora_batch_size=1",
+        "method.n_inference_steps=4",  # inversion_strength 0.75 -> 3 inverted steps
+        "method.drag_end_step=1",
+        "method.track_per_step=2",
+        "method.drag_per_track=1",
+    ),
+    "dragnoise": (
+        "method.lora_steps=2",
+        "method.lora_batch_size=1",
+        "method.n_inference_steps=4",
+        "method.inversion_step=3",
+        "method.max_iters=2",
+    ),
+    "fastdrag": ("method.n_inference_steps=4", "method.inversion_step=3"),
+    "sdedrag": ("method.lora_steps=2", "method.steps=10", "method.step_size=1000"),  # one chunk, 6 SDE steps
 }
+# Every method the rehearsal can run; the default is the paper's two (DragDiffusion and its DragGAN baseline).
+# The SD-1.5 methods run on the rehearsal's SD-1.5 folder (a local backbone: GoodDrag's VAE and FastDrag's
+# UNet resolve to the folder's own under `auto`); `--precision` modes apply to those with `method.precision`.
+METHODS = ("dragdiffusion", "gooddrag", "dragnoise", "fastdrag", "sdedrag", "draggan")
+DEFAULT_METHODS = ("dragdiffusion", "draggan")
+PRECISION_METHODS = ("dragdiffusion", "dragnoise")
 # The categories conf/method/draggan.yaml's category_routes send to a StyleGAN2: the rehearsal builds those two
 # pickles only, so its DragGAN jobs use `method.routing=category` (the CLIP ensemble needs all ten + CLIP-L).
 DRAGGAN_CATEGORIES = "[human_head,animals]"
@@ -76,13 +101,22 @@ def default_data_root() -> Path:
 
 
 def plan_jobs(
-    weights: RehearsalWeights, data: Path, runs: Path, quick: bool, precisions: list[str] | None = None
+    weights: RehearsalWeights,
+    data: Path,
+    runs: Path,
+    quick: bool,
+    precisions: list[str] | None = None,
+    methods: tuple[str, ...] = DEFAULT_METHODS,
 ) -> list[Job]:
     """The README's real-weights commands (section "Real weights and data") for this rehearsal.
 
-    One DragDiffusion job per precision mode (`method.precision`; none given: the method's default), each
-    with its own cache dir so no job reuses another's LoRA or latents.
+    One job per SD-1.5 method in `methods` and, for DragDiffusion and DragNoise, per precision mode
+    (`method.precision`; none given: the method's default), each with its own cache dir so no job reuses
+    another's LoRA or latents; then DragGAN, with and without its checkpoints.
     """
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown rehearsal methods {unknown}; choose from {', '.join(METHODS)}")
     common = [
         f"dataset.root={data}",
         f"eval.pretrained={weights.sd21}",
@@ -93,37 +127,42 @@ def plan_jobs(
     ]
     env = {"TORCH_HOME": str(weights.torch_home)}  # + DRAGBENCH_CACHE_DIR per job, + DRAGGAN_CKPT_DIR
     limit = ["dataset.limit=1"] if quick else []
-    drag_diffusion = [
-        "method=dragdiffusion",
-        f"model.pretrained={weights.sd15}",
-        "model.local_files_only=true",
-        *(QUICK_KNOBS["dragdiffusion"] if quick else ()),
-    ]
     modes: list[str | None] = list(precisions) if precisions else [None]
-    named = {(f"dragdiffusion_{m}" if len(modes) > 1 else "dragdiffusion"): m for m in modes}
+    diffusion_jobs = []
+    for method in (m for m in METHODS if m in methods and m != "draggan"):
+        overrides = [
+            f"method={method}",
+            f"model.pretrained={weights.sd15}",
+            "model.local_files_only=true",
+            *(QUICK_KNOBS[method] if quick else ()),
+        ]
+        for mode in modes if method in PRECISION_METHODS else [None]:
+            name = f"{method}_{mode}" if mode and len(modes) > 1 else method
+            precision = [f"method.precision={mode}"] if mode else []
+            diffusion_jobs.append(
+                Job(
+                    name,
+                    [*overrides, *precision, *common, *limit],
+                    {**env, "DRAGBENCH_CACHE_DIR": str(runs / "cache" / name)},
+                )
+            )
     drag_gan = [
         "method=draggan",
         "method.routing=category",
         f"dataset.categories={DRAGGAN_CATEGORIES}",
         *(QUICK_KNOBS["draggan"] if quick else ()),
     ]
+    if "draggan" not in methods:
+        return diffusion_jobs
     empty = runs / "no-checkpoints"
     empty.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        Job(
-            name,
-            [*drag_diffusion, *([f"method.precision={m}"] if m else []), *common, *limit],
-            {**env, "DRAGBENCH_CACHE_DIR": str(runs / "cache" / name)},
-        )
-        for name, m in named.items()
-    ]
     gan_env = {
         **env,
         "DRAGBENCH_CACHE_DIR": str(runs / "cache" / "draggan"),
         "DRAGGAN_CKPT_DIR": str(weights.draggan_dir),
     }
     return [
-        *jobs,
+        *diffusion_jobs,
         Job("draggan", [*drag_gan, *common, *limit], gan_env),
         Job(
             "draggan_no_checkpoints",
@@ -151,14 +190,22 @@ def run_job(job: Job, runs: Path) -> tuple[Path, subprocess.CompletedProcess, fl
     return job_dir, proc, wall
 
 
-def rehearse(data: Path, out: Path, quick: bool, precisions: list[str] | None, seed: int) -> list[JobCheck]:
+def rehearse(
+    data: Path,
+    out: Path,
+    quick: bool,
+    precisions: list[str] | None,
+    seed: int,
+    methods: tuple[str, ...] = DEFAULT_METHODS,
+) -> list[JobCheck]:
     """Build the weights, run every job and check it. Returns one JobCheck per job."""
     start = time.perf_counter()
     weights = build_all(out / "weights", seed=seed)
     print(f"weights ready in {out / 'weights'} ({time.perf_counter() - start:.0f} s)", flush=True)
     runs = out / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    runs.mkdir(parents=True, exist_ok=True)
     checks = []
-    for job in plan_jobs(weights, data, runs, quick, precisions):
+    for job in plan_jobs(weights, data, runs, quick, precisions, methods):
         job_dir, proc, wall = run_job(job, runs)
         if job.expect_ok:
             checks.append(check_job(job.name, job_dir, proc.returncode, wall))
@@ -190,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         help="method.precision of DragDiffusion, comma-separated for one job each (auto | official_fp16 | "
         "fp32; default: the method's own, auto)",
     )
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, from {','.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -198,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIPPED: no DragBench samples under {data} (pass --data DIR)")
         return 0
     precisions = args.precision.split(",") if args.precision else None
-    checks = rehearse(data, args.out, args.quick, precisions, args.seed)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; choose from {','.join(METHODS)}")
+    checks = rehearse(data, args.out, args.quick, precisions, args.seed, methods)
     print("\n" + stage_table(checks, quick=args.quick))
     failed = [c for c in checks if not c.passed]
     for check in checks:

@@ -26,7 +26,9 @@ ANCHORS = {
     ("dragdiffusion", "peak"): "12–14 GB",
 }
 # Stage columns written by the methods ("time/<stage>" -> "seconds_<stage>"), in execution order.
-STAGE_ORDER = ("lora", "inversion", "pti", "drag", "denoise", "edit", "eval")
+STAGE_ORDER = (
+    "lora", "encode", "inversion", "pti", "warp", "drag", "drag_denoise", "denoise", "decode", "edit", "eval",
+)  # fmt: skip
 NOT_STAGES = ("seconds",)  # the whole sample (edit + eval) is listed as "sample"
 
 

@@ -18,7 +18,15 @@ from shared_data import REAL_SAMPLES
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from benchmarks.nvidia_pickle import write_nvidia_pickle
-from benchmarks.rehearse import DRAGGAN_CATEGORIES, QUICK_KNOBS, RehearsalWeights, main, plan_jobs
+from benchmarks.rehearse import (
+    DRAGGAN_CATEGORIES,
+    METHODS,
+    PRECISION_METHODS,
+    QUICK_KNOBS,
+    RehearsalWeights,
+    main,
+    plan_jobs,
+)
 from benchmarks.rehearse_report import check_job, check_missing_checkpoints, stage_table
 from benchmarks.rehearse_weights import DRAGGAN_PICKLES, SD15, SD21, clip_vocab_and_merges, write_tokenizer
 from experiments import REPO_ROOT
@@ -113,6 +121,33 @@ def test_one_dragdiffusion_job_per_precision_mode(tmp_path: Path) -> None:
     assert not any(
         o.startswith("dataset.limit") or o in QUICK_KNOBS["dragdiffusion"] for o in jobs[0].overrides
     )
+
+
+def test_every_sd15_method_can_be_rehearsed_on_the_same_folder(tmp_path: Path) -> None:
+    w = RehearsalWeights(tmp_path / "sd15", tmp_path / "sd21", tmp_path / "th", tmp_path / "gan")
+    jobs = plan_jobs(
+        w, tmp_path / "data", tmp_path / "runs", quick=True, precisions=["official_fp16", "fp32"], methods=METHODS
+    )
+    assert [j.name for j in jobs] == [
+        "dragdiffusion_official_fp16",
+        "dragdiffusion_fp32",
+        "gooddrag",
+        "dragnoise_official_fp16",  # DragNoise has method.precision too
+        "dragnoise_fp32",
+        "fastdrag",
+        "sdedrag",
+        "draggan",
+        "draggan_no_checkpoints",
+    ]
+    for job in jobs[:7]:
+        method = job.name.split("_")[0]
+        assert f"method={method}" in job.overrides and f"model.pretrained={w.sd15}" in job.overrides
+        assert set(QUICK_KNOBS[method]) <= set(job.overrides) and "dataset.limit=1" in job.overrides
+        assert any(o.startswith("method.precision=") for o in job.overrides) == (method in PRECISION_METHODS)
+    no_gan = plan_jobs(w, tmp_path / "data", tmp_path / "runs", quick=False, methods=("fastdrag",))
+    assert [j.name for j in no_gan] == ["fastdrag"]
+    with pytest.raises(ValueError, match="unknown rehearsal methods"):
+        plan_jobs(w, tmp_path / "data", tmp_path / "runs", quick=False, methods=("dragdiffusion", "magic"))
 
 
 def _job_dir(tmp_path: Path, rows: list[dict], metrics: dict) -> Path:
