@@ -100,6 +100,13 @@ def default_data_root() -> Path:
     return Path(os.environ.get("DRAGBENCH_DATA", REPO_ROOT / "data")) / "dragbench"
 
 
+def check_methods(methods: tuple[str, ...]) -> None:
+    """Raise ValueError naming the methods the rehearsal does not know (before any weights are built)."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown rehearsal methods {unknown}; choose from {', '.join(METHODS)}")
+
+
 def plan_jobs(
     weights: RehearsalWeights,
     data: Path,
@@ -114,9 +121,7 @@ def plan_jobs(
     (`method.precision`; none given: the method's default), each with its own cache dir so no job reuses
     another's LoRA or latents; then DragGAN, with and without its checkpoints.
     """
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"unknown rehearsal methods {unknown}; choose from {', '.join(METHODS)}")
+    check_methods(methods)
     common = [
         f"dataset.root={data}",
         f"eval.pretrained={weights.sd21}",
@@ -146,14 +151,14 @@ def plan_jobs(
                     {**env, "DRAGBENCH_CACHE_DIR": str(runs / "cache" / name)},
                 )
             )
+    if "draggan" not in methods:
+        return diffusion_jobs
     drag_gan = [
         "method=draggan",
         "method.routing=category",
         f"dataset.categories={DRAGGAN_CATEGORIES}",
         *(QUICK_KNOBS["draggan"] if quick else ()),
     ]
-    if "draggan" not in methods:
-        return diffusion_jobs
     empty = runs / "no-checkpoints"
     empty.mkdir(parents=True, exist_ok=True)
     gan_env = {
@@ -251,9 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     precisions = args.precision.split(",") if args.precision else None
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        parser.error(f"unknown --methods {unknown}; choose from {','.join(METHODS)}")
+    try:
+        check_methods(methods)
+    except ValueError as err:
+        parser.error(str(err))
     checks = rehearse(data, args.out, args.quick, precisions, args.seed, methods)
     print("\n" + stage_table(checks, quick=args.quick))
     failed = [c for c in checks if not c.passed]
