@@ -137,7 +137,7 @@ class DragDiffusion(TimestepDrag):
         point_tracker: PointTracker | None = None,
         motion_loss: MotionLoss | None = None,
     ) -> None:
-        check_unet_block(backbone.unet, unet_block)
+        self.block_index = check_unet_block(backbone.unet, unet_block)  # up_blocks index of the knob
         check_inversion_step(inversion_step, n_inference_steps)
         if guidance_scale != 1.0:
             raise ValueError(
@@ -292,7 +292,7 @@ class DragDiffusion(TimestepDrag):
         grid_hw: tuple[int, int],
     ) -> DragLoopResult:
         bb = self.backbone
-        block = self.unet_block - 1  # 1-based knob -> up_blocks index
+        block = self.block_index
         scheduler = bb.fresh_scheduler()
         scheduler.set_timesteps(self.n_inference_steps)
         with UNetFeatureHooks(bb.unet, [block]) as hooks:

@@ -213,9 +213,8 @@ class DragGAN:
             domain = self.domains[name]
             if domain.is_random:
                 seed = self.tiny_generator.get("seed") if domain.seed is None else domain.seed
-                kwargs = {**self.tiny_generator, "resolution": domain.resolution, "seed": seed}
-                kwargs["square"] = domain.square
-                g, label = build_tiny_generator(**kwargs), "random"
+                shape = {"resolution": domain.resolution, "seed": seed, "square": domain.square}
+                g, label = build_tiny_generator(**{**self.tiny_generator, **shape}), "random"
             else:
                 g, label = load_generator(domain.checkpoint).generator, "real"
             if g.img_resolution != domain.resolution:

@@ -125,7 +125,7 @@ class DragNoise(TimestepDrag):
         cache: Any | None = None,
         precision: str = "auto",
     ) -> None:
-        check_unet_block(backbone.unet, unet_block)
+        self.block_index = check_unet_block(backbone.unet, unet_block)  # up_blocks index of the knob
         check_inversion_step(inversion_step, n_inference_steps)
         if not 0 <= end_step <= n_inference_steps:
             raise ValueError(f"end_step must be in 0..n_inference_steps={n_inference_steps}, got {end_step}")
@@ -212,7 +212,7 @@ class DragNoise(TimestepDrag):
         mask_latent = mask_to_latent(mask, grid_hw, tuple(inverted.shape[-2:]))  # (1, 1, h, w)
         cond = bb.condition(sample.prompt)  # batch 1
         t = self.timestep
-        block = self.unet_block - 1  # 1-based knob -> up_blocks index
+        block = self.block_index
         scheduler = bb.fresh_scheduler()
         scheduler.set_timesteps(self.n_inference_steps)
         with UNetFeatureHooks(bb.unet, [block]) as hooks, MidBlockOverride(bb.unet) as bottleneck:

@@ -137,7 +137,7 @@ class GoodDrag:
                 f"drag_end_step={drag_end_step}: must be in 0..{self.inversion_step - 1} (the drag timesteps "
                 "come from the inverted ones); lower method.drag_end_step or raise method.inversion_strength"
             )
-        check_unet_block(backbone.unet, unet_block)
+        self.block_index = check_unet_block(backbone.unet, unet_block)  # up_blocks index of the knob
         controlled_layers(backbone.unet, start_layer)  # validates start_layer for this UNet
         require_float32_weights(backbone, "GoodDrag", precision_knob=False)
         self.backbone, self.vae_label = with_component(backbone, "vae", vae, PAPER_VAE)
@@ -250,7 +250,7 @@ class GoodDrag:
         timesteps = timesteps[self.n_inference_steps - self.inversion_step :]
         scheduler = bb.fresh_scheduler()
         scheduler.set_timesteps(self.n_inference_steps)
-        block = self.unet_block - 1
+        block = self.block_index
         state = DragState(handles_rc=handles.clone(), handles_init_rc=handles.clone())
         drags: list[TimestepDrag] = []
         reference_prev: list[torch.Tensor] = []
